@@ -1,0 +1,173 @@
+// Command netplug-controller is the node agent: flags, config and wiring, no logic.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/netplug/netplug/pkg/checkpoint"
+	"github.com/netplug/netplug/pkg/config"
+	"github.com/netplug/netplug/pkg/controller"
+	"github.com/netplug/netplug/pkg/cri"
+	"github.com/netplug/netplug/pkg/metrics"
+	"github.com/netplug/netplug/pkg/multus"
+	"github.com/netplug/netplug/pkg/status"
+)
+
+type flags struct {
+	configPath, kubeconfig, nodeName      string
+	metricsAddr, healthAddr, checkpointDir string
+}
+
+func main() {
+	var f flags
+	klog.InitFlags(flag.CommandLine)
+	flag.StringVar(&f.configPath, "config", "", "path of the JSON config file (the netplug-config ConfigMap); empty: defaults")
+	flag.StringVar(&f.kubeconfig, "kubeconfig", "", "path of a kubeconfig; empty: in-cluster config")
+	flag.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "the node whose pods this instance manages (default: $NODE_NAME)")
+	flag.StringVar(&f.metricsAddr, "metrics-bind-address", ":9090", "address of the Prometheus /metrics endpoint; \"0\" disables it")
+	flag.StringVar(&f.healthAddr, "health-probe-bind-address", ":9091", "address of /healthz and /readyz")
+	flag.StringVar(&f.checkpointDir, "checkpoint-dir", "/var/lib/netplug/checkpoints", "node-local directory where netplug records what it plugged")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	logger := klog.FromContext(ctx).WithName("netplug")
+	ctx = klog.NewContext(ctx, logger)
+	if err := run(ctx, f); err != nil {
+		logger.Error(err, "netplug-controller stopped")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+func run(ctx context.Context, f flags) error {
+	logger := klog.FromContext(ctx)
+	if f.nodeName == "" {
+		return errors.New("--node-name (or $NODE_NAME) is required")
+	}
+	checks := map[string]metrics.Check{}
+	servers := []*http.Server{metrics.NewHealthServer(f.healthAddr, checks)}
+	if f.metricsAddr != "0" {
+		servers = append(servers, metrics.NewMetricsServer(f.metricsAddr))
+	}
+
+	cfg, err := config.Load(f.configPath)
+	if err != nil {
+		// Stay up and unready rather than crash-loop: the probe and this log line say what is wrong.
+		logger.Error(err, "Invalid configuration; the controller does not start", "config", f.configPath)
+		checks["config"] = func(context.Context) error { return err }
+		serve(ctx, servers)
+		<-ctx.Done()
+		return nil
+	}
+	logger.Info("Configuration", "config", f.configPath, "criSocketPath", cfg.CRISocketPath, "multusSocketPath", cfg.MultusSocketPath,
+		"workers", cfg.Workers, "namespaceIsolation", cfg.NamespaceIsolation, "apiQPS", cfg.APIQPS, "apiBurst", cfg.APIBurst)
+
+	restConfig, err := restConfigFor(f.kubeconfig, cfg)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(protobuf(restConfig))
+	if err != nil {
+		return fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+	nads, err := nadclient.NewForConfig(restConfig)
+	if err != nil {
+		return fmt.Errorf("creating NetworkAttachmentDefinition client: %w", err)
+	}
+	runtime, err := cri.New(cfg.CRISocketPath, cfg.CRITimeout)
+	if err != nil {
+		return err
+	}
+	defer runtime.Close() //nolint:errcheck // closing on exit
+	delegate := multus.New(cfg.MultusSocketPath, cfg.MultusTimeout)
+	store, err := checkpoint.New(f.checkpointDir)
+	if err != nil {
+		return err
+	}
+
+	// Events go out asynchronously through the broadcaster's queue: they never hold up a plug.
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(4)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "netplug", Host: f.nodeName})
+
+	metrics.RegisterWorkqueueProvider() // before the controller creates its queue
+	ctrl, err := controller.New(controller.Options{
+		NodeName:           f.nodeName,
+		Workers:            cfg.Workers,
+		ResyncPeriod:       cfg.ResyncPeriod,
+		NamespaceIsolation: cfg.NamespaceIsolation,
+		IsGlobalNamespace:  cfg.IsGlobalNamespace,
+	}, kube, nads, runtime, delegate, status.NewWriter(kube, 30*time.Second), store, recorder)
+	if err != nil {
+		return err
+	}
+	checks["informers"] = ctrl.Synced
+	checks["cri"] = runtime.Check
+	checks["multus"] = delegate.Check
+	serve(ctx, servers)
+	return ctrl.Run(ctx)
+}
+
+func restConfigFor(kubeconfig string, cfg config.Config) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading Kubernetes client config: %w", err)
+	}
+	rc.QPS, rc.Burst = cfg.APIQPS, cfg.APIBurst
+	rc.UserAgent = "netplug-controller"
+	return rc, nil
+}
+
+// protobuf is cheaper than JSON for core types; CRDs (NADs) only speak JSON.
+func protobuf(rc *rest.Config) *rest.Config {
+	c := rest.CopyConfig(rc)
+	c.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	c.ContentType = "application/vnd.kubernetes.protobuf"
+	return c
+}
+
+func serve(ctx context.Context, servers []*http.Server) {
+	logger := klog.FromContext(ctx)
+	for _, s := range servers {
+		go func() {
+			logger.Info("Serving", "address", s.Addr)
+			if err := s.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error(err, "HTTP server failed", "address", s.Addr)
+			}
+		}()
+		go func() {
+			<-ctx.Done()
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = s.Shutdown(shutdownCtx)
+		}()
+	}
+}

@@ -1,0 +1,69 @@
+package attachment
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+)
+
+// Record is what netplug remembers about an interface it plugged: the attributes it asked for.
+// It is written before the ADD, so a record may exist for an interface that never made it
+// into network-status.
+type Record struct {
+	Namespace  string
+	Network    string
+	Interface  string
+	Attributes Attributes
+}
+
+// ParseNetworkStatus parses the value of k8s.v1.cni.cncf.io/network-status; "" is no entries.
+func ParseNetworkStatus(annotation string) ([]nadv1.NetworkStatus, error) {
+	if strings.TrimSpace(annotation) == "" {
+		return nil, nil
+	}
+	var entries []nadv1.NetworkStatus
+	if err := json.Unmarshal([]byte(annotation), &entries); err != nil {
+		return nil, fmt.Errorf("malformed network-status annotation: %w", err)
+	}
+	return entries, nil
+}
+
+// Current lists the secondary attachments a pod has: every non-default network-status entry
+// with a "namespace/name" network and an interface, enriched with netplug's records, plus the
+// records that never reached network-status (Confirmed false).
+func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
+	byInterface := make(map[string]Record, len(records))
+	for _, r := range records {
+		byInterface[r.Interface] = r
+	}
+	var out []Attachment
+	seen := map[string]bool{}
+	for _, s := range status {
+		ns, name, ok := strings.Cut(s.Name, "/")
+		if s.Default || !ok || s.Interface == "" || seen[s.Interface] {
+			continue
+		}
+		seen[s.Interface] = true
+		a := Attachment{
+			Namespace: ns, Network: name, Interface: s.Interface, Index: -1,
+			ObservedIPs: s.IPs, ObservedMAC: s.Mac, Confirmed: true,
+		}
+		if r, ok := byInterface[s.Interface]; ok && r.Namespace == ns && r.Network == name {
+			a.Attributes, a.AttributesKnown = r.Attributes, true
+		}
+		out = append(out, a)
+	}
+	for _, r := range records {
+		if seen[r.Interface] {
+			continue
+		}
+		seen[r.Interface] = true
+		out = append(out, Attachment{
+			Namespace: r.Namespace, Network: r.Network, Interface: r.Interface, Index: -1,
+			Attributes: r.Attributes, AttributesKnown: true,
+		})
+	}
+	return out
+}

@@ -1,0 +1,62 @@
+package attachment
+
+import (
+	"testing"
+)
+
+func TestParseNetworkStatus(t *testing.T) {
+	if got, err := ParseNetworkStatus(""); err != nil || got != nil {
+		t.Fatalf("empty: got %v, %v", got, err)
+	}
+	if _, err := ParseNetworkStatus("[{"); err == nil {
+		t.Fatal("malformed network-status must be an error")
+	}
+	got, err := ParseNetworkStatus(`[{"name":"podnet","interface":"eth0","default":true},{"name":"ns/br","interface":"net1","ips":["10.0.0.2"],"mac":"02:00:00:00:00:01"}]`)
+	if err != nil || len(got) != 2 || got[1].Interface != "net1" || got[1].Mac != "02:00:00:00:00:01" {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+}
+
+func TestCurrent(t *testing.T) {
+	status, err := ParseNetworkStatus(`[
+		{"name":"podnet","interface":"eth0","default":true},
+		{"name":"ns/br","interface":"net1","ips":["10.0.0.2"],"mac":"02:00:00:00:00:01"},
+		{"name":"ns/mv","interface":"net2"},
+		{"name":"no-namespace","interface":"net3"},
+		{"name":"ns/nointerface"},
+		{"name":"ns/br","interface":"net1"}]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := []Record{
+		{Namespace: "ns", Network: "mv", Interface: "net2", Attributes: Attributes{MAC: "02:00:00:00:00:09"}},
+		{Namespace: "ns", Network: "other", Interface: "net1"}, // stale: net1 is ns/br now
+		{Namespace: "ns", Network: "br", Interface: "net5", Attributes: Attributes{IPs: []string{"10.0.0.5/24"}}},
+	}
+	got := Current(status, records)
+	want := []struct {
+		key                  string
+		known, confirmed     bool
+		mac                  string
+		observedIPs, observe int
+	}{
+		{key: "ns/br/net1", known: false, confirmed: true},
+		{key: "ns/mv/net2", known: true, confirmed: true, mac: "02:00:00:00:00:09"},
+		{key: "ns/br/net5", known: true, confirmed: false},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d attachments %+v, want %d", len(got), got, len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Key() != w.key || g.AttributesKnown != w.known || g.Confirmed != w.confirmed || g.Attributes.MAC != w.mac {
+			t.Errorf("attachment %d = %+v, want %+v", i, g, w)
+		}
+		if g.Index != -1 {
+			t.Errorf("current attachment %d has index %d, want -1", i, g.Index)
+		}
+	}
+	if got[0].ObservedMAC != "02:00:00:00:00:01" || len(got[0].ObservedIPs) != 1 {
+		t.Errorf("observed state not carried: %+v", got[0])
+	}
+}

@@ -1,0 +1,137 @@
+package attachment
+
+import (
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Replug replaces an attached interface: DEL Old, then ADD New on the same interface name.
+type Replug struct {
+	Old, New Attachment
+}
+
+// Plan is the set of steps that turns current into desired. Callers run Removes, then
+// Replugs, then Adds, so that names freed by a removal are free before an ADD needs them.
+type Plan struct {
+	Adds    []Attachment
+	Removes []Attachment
+	Replugs []Replug
+}
+
+// Empty reports whether the plan has nothing to do.
+func (p Plan) Empty() bool { return len(p.Adds) == 0 && len(p.Removes) == 0 && len(p.Replugs) == 0 }
+
+// AssignInterfaces names the desired attachments that have no interface, stably, so that the
+// same element maps to the same interface on every reconcile:
+//  1. an unnamed element takes the interface of a current attachment of the same network with
+//     the same attributes, then of the same network with any attributes (a replug), never one
+//     that a named element claims;
+//  2. the rest take the lowest netN (N >= 1) that no element and no current attachment uses.
+func AssignInterfaces(desired, current []Attachment) []Attachment {
+	out := slices.Clone(desired)
+	used := map[string]bool{}
+	for _, d := range out {
+		if d.Interface != "" {
+			used[d.Interface] = true
+		}
+	}
+	taken := map[string]bool{} // current interfaces already matched to an unnamed element
+	match := func(same func(d, c Attachment) bool) {
+		for i := range out {
+			if out[i].Interface != "" {
+				continue
+			}
+			for _, c := range current {
+				if taken[c.Interface] || used[c.Interface] || c.NetworkName() != out[i].NetworkName() || !same(out[i], c) {
+					continue
+				}
+				out[i].Interface = c.Interface
+				taken[c.Interface] = true
+				break
+			}
+		}
+	}
+	match(func(d, c Attachment) bool { return !attributesChanged(d, c) })
+	match(func(Attachment, Attachment) bool { return true })
+
+	for _, c := range current {
+		used[c.Interface] = true
+	}
+	for _, d := range out {
+		used[d.Interface] = true
+	}
+	next := 1
+	for i := range out {
+		if out[i].Interface != "" {
+			continue
+		}
+		for used["net"+strconv.Itoa(next)] {
+			next++
+		}
+		out[i].Interface = "net" + strconv.Itoa(next)
+		used[out[i].Interface] = true
+	}
+	return out
+}
+
+// Diff computes the plan from named desired attachments to current ones. With holdRemovals
+// (the selection had problems) nothing attached is removed.
+func Diff(desired, current []Attachment, holdRemovals bool) Plan {
+	var p Plan
+	currentByInterface := make(map[string]Attachment, len(current))
+	for _, c := range current {
+		currentByInterface[c.Interface] = c
+	}
+	wanted := make(map[string]bool, len(desired))
+	for _, d := range desired {
+		wanted[d.Interface] = true
+		c, attached := currentByInterface[d.Interface]
+		switch {
+		case !attached:
+			p.Adds = append(p.Adds, d)
+		case c.NetworkName() != d.NetworkName(), !c.Confirmed, attributesChanged(d, c):
+			p.Replugs = append(p.Replugs, Replug{Old: c, New: d})
+		}
+	}
+	if !holdRemovals {
+		for _, c := range current {
+			if !wanted[c.Interface] {
+				p.Removes = append(p.Removes, c)
+			}
+		}
+	}
+	return p
+}
+
+// attributesChanged compares what d requests with what c has. When c's requested attributes
+// are unknown (Multus attached it at pod creation) only what network-status shows can be
+// compared: requested IPs must be among its IPs, a requested MAC must be its MAC.
+func attributesChanged(d, c Attachment) bool {
+	if c.AttributesKnown {
+		return !d.Attributes.Equal(c.Attributes)
+	}
+	if d.Attributes.MAC != "" && !strings.EqualFold(d.Attributes.MAC, c.ObservedMAC) {
+		return true
+	}
+	for _, want := range d.Attributes.IPs {
+		if !slices.ContainsFunc(c.ObservedIPs, func(have string) bool { return sameAddress(want, have) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameAddress compares the address part of two IPs that may be in CIDR form.
+func sameAddress(a, b string) bool {
+	pa, pb := parseAddress(a), parseAddress(b)
+	return pa != nil && pb != nil && pa.Equal(pb)
+}
+
+func parseAddress(s string) net.IP {
+	if ip, _, err := net.ParseCIDR(s); err == nil {
+		return ip
+	}
+	return net.ParseIP(s)
+}

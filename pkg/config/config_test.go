@@ -1,0 +1,207 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseOverlaysDefaults(t *testing.T) {
+	tests := []struct {
+		name string
+		json string
+		want func(c *Config)
+	}{
+		{name: "empty data", json: "", want: func(*Config) {}},
+		{name: "empty object", json: "{}", want: func(*Config) {}},
+		{name: "null keeps default", json: `{"workers": null}`, want: func(*Config) {}},
+		{
+			name: "upstream containerd ConfigMap",
+			json: `{"criSocketPath": "/host/run/containerd/containerd.sock",
+			        "multusSocketPath": "/host/run/multus/multus.sock"}`,
+			want: func(c *Config) {
+				c.CRISocketPath = "/host/run/containerd/containerd.sock"
+				c.MultusSocketPath = "/host/run/multus/multus.sock"
+			},
+		},
+		{
+			name: "upstream CRI-O ConfigMap",
+			json: `{"criType": "crio", "criSocketPath": "/host/run/crio/crio.sock",
+			        "multusSocketPath": "/host/run/multus/multus.sock"}`,
+			want: func(c *Config) {
+				c.CRIType = "crio"
+				c.CRISocketPath = "/host/run/crio/crio.sock"
+				c.MultusSocketPath = "/host/run/multus/multus.sock"
+			},
+		},
+		{
+			name: "unix scheme prefix",
+			json: `{"criSocketPath": "unix:///run/crio/crio.sock"}`,
+			want: func(c *Config) { c.CRISocketPath = "/run/crio/crio.sock" },
+		},
+		{
+			name: "every key",
+			json: `{"workers": 3, "criTimeout": "2s", "multusTimeout": "1m30s",
+			        "namespaceIsolation": true, "globalNamespaces": ["kube-system", "shared"],
+			        "apiQPS": 12.5, "apiBurst": 20, "resyncPeriod": "0s", "criType": "containerd"}`,
+			want: func(c *Config) {
+				c.Workers = 3
+				c.CRITimeout = 2 * time.Second
+				c.MultusTimeout = 90 * time.Second
+				c.NamespaceIsolation = true
+				c.GlobalNamespaces = []string{"kube-system", "shared"}
+				c.APIQPS = 12.5
+				c.APIBurst = 20
+				c.ResyncPeriod = 0
+				c.CRIType = "containerd"
+			},
+		},
+		{
+			name: "globalNamespaces as Multus string",
+			json: `{"globalNamespaces": "default, kube-system,,default"}`,
+			want: func(c *Config) { c.GlobalNamespaces = []string{"default", "kube-system"} },
+		},
+		{
+			name: "globalNamespaces empty string keeps the Multus default",
+			json: `{"globalNamespaces": ""}`,
+			want: func(*Config) {},
+		},
+		{
+			name: "globalNamespaces empty list means none",
+			json: `{"globalNamespaces": []}`,
+			want: func(c *Config) { c.GlobalNamespaces = []string{} },
+		},
+		{name: "workers upper bound", json: `{"workers": 256}`, want: func(c *Config) { c.Workers = 256 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse([]byte(tt.json))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			want := Default()
+			tt.want(&want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Parse mismatch\n got: %+v\nwant: %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		json string
+		// every fragment must appear in the error text
+		want []string
+	}{
+		{name: "not an object", json: `[1]`, want: []string{"not a JSON object"}},
+		{name: "syntax", json: `{"workers": }`, want: []string{"not a JSON object"}},
+		{name: "unknown key", json: `{"worker": 3}`, want: []string{`"worker"`, "unknown"}},
+		{name: "relative socket", json: `{"criSocketPath": "run/c.sock"}`, want: []string{`"criSocketPath"`, `"run/c.sock"`, "absolute"}},
+		{name: "socket not a string", json: `{"multusSocketPath": 5}`, want: []string{`"multusSocketPath"`, "5"}},
+		{name: "bad criType", json: `{"criType": "docker"}`, want: []string{`"criType"`, `"docker"`}},
+		{name: "zero workers", json: `{"workers": 0}`, want: []string{`"workers"`, "0", "1..256"}},
+		{name: "too many workers", json: `{"workers": 257}`, want: []string{`"workers"`, "257"}},
+		{name: "fractional workers", json: `{"workers": 2.5}`, want: []string{`"workers"`, "2.5"}},
+		{name: "workers as string", json: `{"workers": "4"}`, want: []string{`"workers"`, `"4"`}},
+		{name: "duration as number", json: `{"criTimeout": 5}`, want: []string{`"criTimeout"`, "5"}},
+		{name: "unparsable duration", json: `{"criTimeout": "5 s"}`, want: []string{`"criTimeout"`, `"5 s"`}},
+		{name: "zero timeout", json: `{"multusTimeout": "0s"}`, want: []string{`"multusTimeout"`, `"0s"`, "positive"}},
+		{name: "negative resync", json: `{"resyncPeriod": "-1m"}`, want: []string{`"resyncPeriod"`, `"-1m"`}},
+		{name: "isolation not bool", json: `{"namespaceIsolation": "yes"}`, want: []string{`"namespaceIsolation"`, `"yes"`}},
+		{name: "bad namespace", json: `{"globalNamespaces": "default,Kube_System"}`, want: []string{`"globalNamespaces"`, "Kube_System"}},
+		{name: "namespaces wrong type", json: `{"globalNamespaces": 3}`, want: []string{`"globalNamespaces"`, "3"}},
+		{name: "zero qps", json: `{"apiQPS": 0}`, want: []string{`"apiQPS"`, "0"}},
+		{name: "negative qps", json: `{"apiQPS": -1}`, want: []string{`"apiQPS"`, "-1"}},
+		{name: "zero burst", json: `{"apiBurst": 0}`, want: []string{`"apiBurst"`, "0"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.json))
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			for _, frag := range tt.want {
+				if !strings.Contains(err.Error(), frag) {
+					t.Errorf("error %q does not mention %q", err, frag)
+				}
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	t.Run("empty path gives defaults", func(t *testing.T) {
+		got, err := Load("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, Default()) {
+			t.Errorf("got %+v, want defaults", got)
+		}
+	})
+	t.Run("file", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "config.json")
+		if err := os.WriteFile(path, []byte(`{"workers": 2}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Workers != 2 {
+			t.Errorf("Workers = %d, want 2", got.Workers)
+		}
+	})
+	t.Run("missing file names the path", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "absent.json")
+		_, err := Load(path)
+		if err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("error %v does not name %s", err, path)
+		}
+	})
+	t.Run("invalid file names the path and the key", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "config.json")
+		if err := os.WriteFile(path, []byte(`{"bogus": 1}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path)
+		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "bogus") {
+			t.Errorf("error %v does not name %s and the key", err, path)
+		}
+	})
+}
+
+func TestIsGlobalNamespace(t *testing.T) {
+	cfg, err := Parse([]byte(`{"globalNamespaces": "default,kube-system"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ns, want := range map[string]bool{"default": true, "kube-system": true, "team-a": false, "": false} {
+		if got := cfg.IsGlobalNamespace(ns); got != want {
+			t.Errorf("IsGlobalNamespace(%q) = %v, want %v", ns, got, want)
+		}
+	}
+	if !Default().IsGlobalNamespace("default") {
+		t.Error(`"default" must be global by default, as in Multus`)
+	}
+}
+
+func TestDefaultIsValid(t *testing.T) {
+	// The defaults must survive their own validation when written out explicitly.
+	d := Default()
+	data := `{"criSocketPath": "` + d.CRISocketPath + `", "multusSocketPath": "` + d.MultusSocketPath + `",
+	          "workers": 8, "criTimeout": "` + d.CRITimeout.String() + `", "multusTimeout": "` + d.MultusTimeout.String() + `",
+	          "apiQPS": 50, "apiBurst": 100, "resyncPeriod": "` + d.ResyncPeriod.String() + `", "globalNamespaces": ["default"]}`
+	got, err := Parse([]byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, d) {
+		t.Errorf("got %+v, want %+v", got, d)
+	}
+}

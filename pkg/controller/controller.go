@@ -1,0 +1,327 @@
+// Package controller runs the one loop: pod events of this node feed a rate-limited workqueue,
+// workers reconcile one pod at a time against its network-selection annotation.
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned"
+	nadinformers "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/informers/externalversions"
+	nadlisters "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/listers/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/netplug/netplug/pkg/attachment"
+	"github.com/netplug/netplug/pkg/metrics"
+)
+
+// Options tune the controller; see pkg/config for the user-facing keys.
+type Options struct {
+	NodeName           string
+	Workers            int
+	ResyncPeriod       time.Duration
+	NamespaceIsolation bool
+	// IsGlobalNamespace reports whether any pod may use NADs of ns under namespace isolation.
+	IsGlobalNamespace func(ns string) bool
+	// RetryBase and RetryMax bound the per-pod exponential backoff after a failure.
+	RetryBase, RetryMax time.Duration
+}
+
+// key is a work item: a pod by namespace/name, or, with only UID set, the leftovers of a pod
+// that is gone.
+type key struct {
+	Namespace, Name string
+	UID             types.UID
+}
+
+func (k key) String() string {
+	if k.Name == "" {
+		return "deleted pod " + string(k.UID)
+	}
+	return k.Namespace + "/" + k.Name
+}
+
+const uidIndex = "uid"
+
+// Controller keeps the secondary interfaces of this node's pods equal to their annotations.
+type Controller struct {
+	opts        Options
+	podInformer cache.SharedIndexInformer
+	nadInformer cache.SharedIndexInformer
+	pods        corelisters.PodLister
+	nads        nadlisters.NetworkAttachmentDefinitionLister
+	queue       workqueue.TypedRateLimitingInterface[key]
+	informers   []interface{ Start(<-chan struct{}) }
+
+	runtime     Runtime
+	delegate    Delegate
+	status      StatusWriter
+	checkpoints Checkpoints
+	recorder    record.EventRecorder
+
+	// written maps pod UID to the resourceVersion of netplug's last status write, so a
+	// reconcile never acts on a cached pod older than its own write.
+	written sync.Map
+	// attached counts managed interfaces per pod, for the attachments gauge.
+	attachedMu sync.Mutex
+	attached   map[types.UID]int
+	synced     chan struct{}
+}
+
+// New wires the controller. It watches only pods bound to opts.NodeName.
+func New(opts Options, kube kubernetes.Interface, nads nadclient.Interface, rt Runtime, dl Delegate,
+	sw StatusWriter, cp Checkpoints, recorder record.EventRecorder) (*Controller, error) {
+	if opts.NodeName == "" {
+		return nil, fmt.Errorf("node name is required")
+	}
+	if opts.Workers < 1 {
+		opts.Workers = 1
+	}
+	if opts.IsGlobalNamespace == nil {
+		opts.IsGlobalNamespace = func(string) bool { return false }
+	}
+	if opts.RetryBase <= 0 {
+		opts.RetryBase = 250 * time.Millisecond
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = time.Minute
+	}
+	podFactory := informers.NewSharedInformerFactoryWithOptions(kube, opts.ResyncPeriod,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
+		}))
+	nadFactory := nadinformers.NewSharedInformerFactory(nads, opts.ResyncPeriod)
+	c := &Controller{
+		opts:        opts,
+		podInformer: podFactory.Core().V1().Pods().Informer(),
+		nadInformer: nadFactory.K8sCniCncfIo().V1().NetworkAttachmentDefinitions().Informer(),
+		pods:        podFactory.Core().V1().Pods().Lister(),
+		nads:        nadFactory.K8sCniCncfIo().V1().NetworkAttachmentDefinitions().Lister(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[key](opts.RetryBase, opts.RetryMax),
+			workqueue.TypedRateLimitingQueueConfig[key]{Name: "pods"}),
+		informers:   []interface{ Start(<-chan struct{}) }{podFactory, nadFactory},
+		runtime:     rt,
+		delegate:    dl,
+		status:      sw,
+		checkpoints: cp,
+		recorder:    recorder,
+		attached:    map[types.UID]int{},
+		synced:      make(chan struct{}),
+	}
+	// Managed fields are never read; dropping them keeps the cache small.
+	if err := c.podInformer.SetTransform(func(obj interface{}) (interface{}, error) {
+		if pod, ok := obj.(*corev1.Pod); ok {
+			pod.ManagedFields = nil
+		}
+		return obj, nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := c.podInformer.AddIndexers(cache.Indexers{uidIndex: func(obj interface{}) ([]string, error) {
+		if pod, ok := obj.(*corev1.Pod); ok {
+			return []string{string(pod.UID)}, nil
+		}
+		return nil, nil
+	}}); err != nil {
+		return nil, err
+	}
+	if _, err := c.podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueuePod,
+		UpdateFunc: func(_, obj interface{}) { c.enqueuePod(obj) },
+		DeleteFunc: c.podDeleted,
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := c.nadInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.nadChanged,
+		UpdateFunc: func(_, obj interface{}) { c.nadChanged(obj) },
+	}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Run starts the informers and workers and blocks until ctx is done.
+func (c *Controller) Run(ctx context.Context) error {
+	defer utilruntime.HandleCrash()
+	defer c.queue.ShutDown()
+	logger := klog.FromContext(ctx)
+	for _, f := range c.informers {
+		f.Start(ctx.Done())
+	}
+	logger.Info("Waiting for informer caches", "node", c.opts.NodeName)
+	if !cache.WaitForCacheSync(ctx.Done(), c.podInformer.HasSynced, c.nadInformer.HasSynced) {
+		return fmt.Errorf("informer caches did not sync: %w", ctx.Err())
+	}
+	c.enqueueOrphans(ctx)
+	close(c.synced)
+	logger.Info("Starting workers", "count", c.opts.Workers)
+	var wg sync.WaitGroup
+	for i := 0; i < c.opts.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wait.UntilWithContext(ctx, c.runWorker, time.Second)
+		}()
+	}
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+	logger.Info("Workers stopped")
+	return nil
+}
+
+// Synced reports whether the caches have synced and workers run; it backs /readyz.
+func (c *Controller) Synced(context.Context) error {
+	select {
+	case <-c.synced:
+		return nil
+	default:
+		return fmt.Errorf("informer caches not synced yet")
+	}
+}
+
+func (c *Controller) runWorker(ctx context.Context) {
+	for c.processNext(ctx) {
+	}
+}
+
+func (c *Controller) processNext(ctx context.Context) bool {
+	k, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(k)
+	logger := klog.FromContext(ctx).WithValues("pod", k.String())
+	ctx = klog.NewContext(ctx, logger)
+	start := time.Now()
+	var err error
+	if k.Name == "" {
+		err = c.cleanupOrphan(ctx, k.UID)
+	} else {
+		err = c.reconcile(ctx, k)
+	}
+	result := metrics.ResultSuccess
+	switch {
+	case err == nil:
+		c.queue.Forget(k)
+	case isRequeue(err):
+		result = metrics.ResultRequeue
+		logger.V(2).Info("Requeued", "reason", err.Error())
+		c.queue.AddRateLimited(k)
+	default:
+		result = metrics.ResultError
+		logger.Error(err, "Reconcile failed; will retry", "retries", c.queue.NumRequeues(k))
+		c.queue.AddRateLimited(k)
+	}
+	metrics.ReconcileDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())
+	return true
+}
+
+func (c *Controller) enqueuePod(obj interface{}) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || pod.Spec.NodeName != c.opts.NodeName {
+		return
+	}
+	c.queue.Add(key{Namespace: pod.Namespace, Name: pod.Name})
+}
+
+func (c *Controller) podDeleted(obj interface{}) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	c.written.Delete(pod.UID)
+	c.setAttached(pod.UID, 0)
+	c.queue.Add(key{UID: pod.UID})
+}
+
+// nadChanged re-enqueues the pods of this node that select the NAD, so a pod waiting for a NAD
+// that did not exist yet converges as soon as it appears.
+func (c *Controller) nadChanged(obj interface{}) {
+	nad, ok := obj.(*nadv1.NetworkAttachmentDefinition)
+	if !ok {
+		return
+	}
+	pods, err := c.pods.List(everything)
+	if err != nil {
+		return
+	}
+	for _, pod := range pods {
+		sel, err := attachment.ParseSelection(pod.Annotations[nadv1.NetworkAttachmentAnnot], pod.Namespace)
+		if err != nil {
+			continue
+		}
+		for _, a := range sel.Attachments {
+			if a.Namespace == nad.Namespace && a.Network == nad.Name {
+				c.queue.Add(key{Namespace: pod.Namespace, Name: pod.Name})
+				break
+			}
+		}
+	}
+}
+
+// enqueueOrphans queues the checkpointed pods that are gone: the controller may have been down
+// when they were deleted, and their interfaces still hold IPAM allocations.
+func (c *Controller) enqueueOrphans(ctx context.Context) {
+	uids, err := c.checkpoints.Pods()
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Listing checkpoints for leftover pods")
+		return
+	}
+	for _, uid := range uids {
+		if objs, _ := c.podInformer.GetIndexer().ByIndex(uidIndex, uid); len(objs) == 0 {
+			c.queue.Add(key{UID: types.UID(uid)})
+		}
+	}
+}
+
+func (c *Controller) setAttached(uid types.UID, n int) {
+	c.attachedMu.Lock()
+	defer c.attachedMu.Unlock()
+	if n == 0 {
+		delete(c.attached, uid)
+	} else {
+		c.attached[uid] = n
+	}
+	total := 0
+	for _, v := range c.attached {
+		total += v
+	}
+	metrics.Attachments.Set(float64(total))
+}
+
+// staleCache reports whether the cached pod predates netplug's own last write to it.
+func (c *Controller) staleCache(pod *corev1.Pod) bool {
+	v, ok := c.written.Load(pod.UID)
+	if !ok {
+		return false
+	}
+	wrote, err1 := strconv.ParseUint(v.(string), 10, 64)
+	have, err2 := strconv.ParseUint(pod.ResourceVersion, 10, 64)
+	if err1 != nil || err2 != nil || have >= wrote {
+		c.written.Delete(pod.UID)
+		return false
+	}
+	return true
+}
