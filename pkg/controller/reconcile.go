@@ -89,9 +89,9 @@ func (c *Controller) reconcile(ctx context.Context, k key) error {
 		c.warn(pod, p.Reason, "%s; nothing attached is removed until it is fixed", p.Error())
 	}
 	plan := planFor(sel, statusEntries, entries)
-	if plan.Empty() {
-		c.setAttached(pod.UID, len(entries))
-		return nil
+	if plan.Empty() && len(entries) == 0 {
+		c.setAttached(pod.UID, 0)
+		return nil // the common case costs no I/O beyond one directory read
 	}
 	// Multus writes network-status while it sets the sandbox up; the pod reports Running only
 	// after that, so acting before would mistake Multus's own interfaces for missing ones.
@@ -126,6 +126,10 @@ func (c *Controller) reconcile(ctx context.Context, k key) error {
 		run.entries[e.Interface] = e
 	}
 	plan = planFor(sel, statusEntries, current)
+	if plan.Empty() {
+		c.setAttached(pod.UID, len(current))
+		return nil
+	}
 	logger.V(1).Info("Executing plan", "adds", len(plan.Adds), "removes", len(plan.Removes), "replugs", len(plan.Replugs))
 
 	for _, a := range plan.Removes {
@@ -134,8 +138,8 @@ func (c *Controller) reconcile(ctx context.Context, k key) error {
 		}
 	}
 	for _, r := range plan.Replugs {
-		if _, _, err := c.resolve(pod, r.New); err != nil {
-			c.failElement(run, r.New, err)
+		if _, reason, err := c.resolve(pod, r.New); err != nil {
+			c.failElement(run, r.New, elementError{reason, err})
 			continue // keep the old interface rather than leave none
 		}
 		if c.unplug(ctx, run, r.Old) && c.plug(ctx, run, r.New) {
@@ -215,6 +219,9 @@ func (c *Controller) failElement(run *podRun, a attachment.Attachment, err error
 		reason = ee.reason
 	}
 	c.warn(run.pod, reason, "%s as %s: %v", a.NetworkName(), a.Interface, err)
+	if reason == ReasonIsolation || reason == ReasonInvalidNetwork {
+		return // only an edit of the annotation, the config or the NAD fixes it, and each enqueues the pod
+	}
 	run.failed = append(run.failed, fmt.Sprintf("%s: %v", a, err))
 }
 

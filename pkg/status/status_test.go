@@ -18,7 +18,9 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 )
 
-func entry(name, iface string) nadv1.NetworkStatus { return nadv1.NetworkStatus{Name: name, Interface: iface} }
+func entry(name, iface string) nadv1.NetworkStatus {
+	return nadv1.NetworkStatus{Name: name, Interface: iface}
+}
 
 func ifaces(entries []nadv1.NetworkStatus) string {
 	var s []string

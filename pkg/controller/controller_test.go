@@ -1,0 +1,386 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/netplug/netplug/pkg/cri"
+	"github.com/netplug/netplug/pkg/multus"
+)
+
+func nads(names ...string) []*nadv1.NetworkAttachmentDefinition {
+	var out []*nadv1.NetworkAttachmentDefinition
+	for _, n := range names {
+		ns, name, _ := strings.Cut(n, "/")
+		out = append(out, bridgeNAD(ns, name))
+	}
+	return out
+}
+
+func TestAddRemoveAndBoth(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a", "ns/b"))
+	e.annotate("ns", "p", "a@net1")
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.expectEvent("Normal", ReasonPlugged, "ns/a as net1")
+	// Add b and remove a in one edit.
+	e.annotate("ns", "p", "b@net2")
+	e.converged("ns", "p", []string{"ns/b@net2"}, []string{"net2=b"})
+	e.expectEvent("Normal", ReasonUnplugged, "ns/a from net1")
+	// Remove everything.
+	e.annotate("ns", "p", "")
+	e.converged("ns", "p", nil, nil)
+	if entries, _ := e.store.List("uid-p"); len(entries) != 0 {
+		t.Errorf("checkpoints left: %+v", entries)
+	}
+	e.settle()
+	var adds, dels int
+	for _, c := range e.delegate.callLog() {
+		if strings.HasPrefix(c, "ADD") {
+			adds++
+		} else {
+			dels++
+		}
+	}
+	if adds != 2 || dels != 2 {
+		t.Errorf("multus calls %v, want exactly 2 ADD and 2 DEL", e.delegate.callLog())
+	}
+}
+
+func TestUnnamedElementsKeepTheirInterfaces(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a,b,a")}, nads("ns/a", "ns/b"))
+	want := []string{"ns/a@net1", "ns/b@net2", "ns/a@net3"}
+	e.converged("ns", "p", want, []string{"net1=a", "net2=b", "net3=a"})
+	calls := len(e.delegate.callLog())
+	// Three more reconciles (resync-like updates and a restart): nothing moves.
+	for i := 0; i < 3; i++ {
+		p := e.pod("ns", "p")
+		p.Labels = map[string]string{"round": string(rune('0' + i))}
+		if _, err := e.kube.CoreV1().Pods("ns").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.settle()
+		if i == 1 {
+			e.restart()
+			e.settle()
+		}
+	}
+	if got := e.statusOf("ns", "p"); !slices.Equal(got, want) {
+		t.Fatalf("status moved: %v", got)
+	}
+	if got := e.delegate.callLog(); len(got) != calls {
+		t.Fatalf("extra multus calls after convergence: %v", got[calls:])
+	}
+	// Unplug the unnamed b: only net2 goes.
+	e.annotate("ns", "p", "a,a")
+	e.converged("ns", "p", []string{"ns/a@net1", "ns/a@net3"}, []string{"net1=a", "net3=a"})
+}
+
+func TestAttributeChangeIsAReplug(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", `[{"name":"a","interface":"net1","ips":["10.1.0.5/24"]}]`)}, nads("ns/a", "ns/b"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.annotate("ns", "p", `[{"name":"a","interface":"net1","ips":["10.1.0.6/24"]}]`)
+	e.eventually("new IP in status", func() bool {
+		return strings.Contains(e.pod("ns", "p").Annotations[nadv1.NetworkStatusAnnot], "10.1.0.6")
+	})
+	e.annotate("ns", "p", `[{"name":"a","interface":"net1","ips":["10.1.0.6/24"],"cni-args":{"x":"y"}}]`)
+	e.eventually("cni-args replug", func() bool { return len(e.delegate.callLog()) == 5 })
+	// Another network on the same interface: DEL with a's config, ADD with b's.
+	e.annotate("ns", "p", `[{"name":"b","interface":"net1"}]`)
+	e.converged("ns", "p", []string{"ns/b@net1"}, []string{"net1=b"})
+	e.settle()
+	want := []string{"ADD ns/p net1 a", "DEL ns/p net1 a", "ADD ns/p net1 a", "DEL ns/p net1 a", "ADD ns/p net1 a", "DEL ns/p net1 a", "ADD ns/p net1 b"}
+	if got := e.delegate.callLog(); !slices.Equal(got, want) {
+		t.Fatalf("calls %v\nwant  %v", got, want)
+	}
+	e.expectEvent(ReasonReplugged)
+}
+
+func TestMissingNADThenCreated(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1,late@net2")}, nads("ns/a"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.expectEvent("Warning", ReasonNetworkNotFound, "ns/late")
+	if _, err := e.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions("ns").Create(context.Background(), bridgeNAD("ns", "late"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.converged("ns", "p", []string{"ns/a@net1", "ns/late@net2"}, []string{"net1=a", "net2=late"})
+}
+
+func TestOneFailingElementDoesNotBlockTheOthers(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", ""), runningPod("ns", "q", "a@net1")}, nads("ns/a", "ns/b", "ns/c"))
+	e.converged("ns", "q", []string{"ns/a@net1"}, []string{"net1=a"})
+	var failures int
+	e.delegate.setFail(func(cmd string, r multus.Request) error {
+		if cmd == "ADD" && networkOf(r) == "b" && failures < 3 {
+			failures++
+			return &multus.DaemonError{StatusCode: 400, Message: "bridge: IP address conflict"}
+		}
+		return nil
+	})
+	e.annotate("ns", "p", "a@net1,b@net2,c@net3")
+	e.converged("ns", "p", []string{"ns/a@net1", "ns/c@net3", "ns/b@net2"}, []string{"net1=a", "net2=b", "net3=c"})
+	e.expectEvent("Warning", ReasonPlugFailed, "ns/b as net2", "IP address conflict")
+	// The retries DEL what a failed ADD may have left, then ADD again; the other pod is untouched.
+	if got := e.statusOf("ns", "q"); !slices.Equal(got, []string{"ns/a@net1"}) {
+		t.Errorf("other pod changed: %v", got)
+	}
+}
+
+func TestStatusWriteConflictIsRetried(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
+	conflicts := 0
+	e.kube.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts < 2 {
+			conflicts++
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, "p", errors.New("changed"))
+		}
+		return false, nil, nil
+	})
+	e.annotate("ns", "p", "a@net1")
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.settle()
+	if conflicts != 2 {
+		t.Fatalf("%d conflicts", conflicts)
+	}
+	if got := e.delegate.callLog(); !slices.Equal(got, []string{"ADD ns/p net1 a"}) {
+		t.Fatalf("a conflict must not replug: %v", got)
+	}
+}
+
+// A status write that fails for good leaves the interface checkpointed but unconfirmed: the
+// retry replugs it (DEL + ADD) to learn its result, and never adds a duplicate.
+func TestStatusWriteFailureRecovers(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
+	failures := 0
+	e.kube.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failures < 1 {
+			failures++
+			return true, nil, apierrors.NewServiceUnavailable("apiserver restarting")
+		}
+		return false, nil, nil
+	})
+	e.annotate("ns", "p", "a@net1")
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.settle()
+	if got := e.delegate.callLog(); !slices.Equal(got, []string{"ADD ns/p net1 a", "DEL ns/p net1 a", "ADD ns/p net1 a"}) {
+		t.Fatalf("calls %v", got)
+	}
+	e.expectEvent("Warning", ReasonStatusWriteFailed)
+}
+
+func TestPendingThenRunning(t *testing.T) {
+	p := runningPod("ns", "p", "a@net1")
+	p.Status.Phase = corev1.PodPending
+	e := newEnv(t, []*corev1.Pod{p}, nads("ns/a"))
+	e.settle()
+	if got := e.delegate.callLog(); len(got) != 0 {
+		t.Fatalf("acted on a pending pod: %v", got)
+	}
+	running := e.pod("ns", "p")
+	running.Status.Phase = corev1.PodRunning
+	if _, err := e.kube.CoreV1().Pods("ns").UpdateStatus(context.Background(), running, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+}
+
+func TestRunningWithoutReadySandboxIsRetried(t *testing.T) {
+	e := newEnv(t, nil, nads("ns/a"))
+	p := runningPod("ns", "p", "a@net1")
+	if _, err := e.kube.CoreV1().Pods("ns").Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("sandbox lookups", func() bool { e.runtime.mu.Lock(); defer e.runtime.mu.Unlock(); return e.runtime.calls >= 3 })
+	e.runtime.set(string(p.UID), sandboxFor(p.UID))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+}
+
+func TestHostNetworkPodIsRefused(t *testing.T) {
+	p := runningPod("ns", "p", "a@net1")
+	p.Spec.HostNetwork = true
+	e := newEnv(t, []*corev1.Pod{p}, nads("ns/a"))
+	e.expectEvent("Warning", ReasonHostNetwork)
+	e.settle()
+	if got := e.delegate.callLog(); len(got) != 0 {
+		t.Fatalf("plugged into a host-network pod: %v", got)
+	}
+}
+
+func TestNamespaceIsolation(t *testing.T) {
+	isolated := func(o *Options) {
+		o.NamespaceIsolation = true
+		o.IsGlobalNamespace = func(ns string) bool { return ns == "global" }
+	}
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "other/x@net1,global/g@net2,a@net3")}, nads("ns/a", "other/x", "global/g"), isolated)
+	e.converged("ns", "p", []string{"global/g@net2", "ns/a@net3"}, []string{"net2=g", "net3=a"})
+	e.expectEvent("Warning", ReasonIsolation, "other/x")
+	e.settle()
+	// A refusal is final until the annotation or the config changes: it is not retried.
+	if n := len(e.events.snapshot()); n > 6 {
+		t.Fatalf("%d events: the refusal was retried: %v", n, e.events.snapshot())
+	}
+}
+
+func TestMalformedAnnotationChangesNothing(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	for _, bad := range []string{`[{"name":`, `[{"name":"a","interface":"net1"},{"name":"a","interface":"net1"}]`, `[{"name":"a","interface":"bad/name"}]`} {
+		e.annotate("ns", "p", bad)
+		e.settle()
+		if got := e.statusOf("ns", "p"); !slices.Equal(got, []string{"ns/a@net1"}) {
+			t.Fatalf("%s: status changed to %v", bad, got)
+		}
+	}
+	for _, reason := range []string{ReasonInvalidSelection, "DuplicateInterface", "InvalidInterfaceName"} {
+		e.expectEvent("Warning", reason)
+	}
+	if got := e.delegate.callLog(); len(got) != 1 {
+		t.Fatalf("bad input caused multus calls: %v", got)
+	}
+}
+
+func TestPodsOfOtherNodesAreIgnored(t *testing.T) {
+	other := runningPod("ns", "elsewhere", "a@net1")
+	other.Spec.NodeName = "node-b"
+	e := newEnv(t, []*corev1.Pod{other, runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.settle()
+	if got := e.statusOf("ns", "elsewhere"); len(got) != 0 {
+		t.Fatalf("touched another node's pod: %v", got)
+	}
+	for _, c := range e.delegate.callLog() {
+		if strings.Contains(c, "elsewhere") {
+			t.Fatalf("multus call for another node's pod: %s", c)
+		}
+	}
+}
+
+func TestDeletedPodIsReleasedEvenAfterARestart(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1,a@net2"), runningPod("ns", "q", "a@net1")}, nads("ns/a"))
+	e.converged("ns", "p", []string{"ns/a@net1", "ns/a@net2"}, []string{"net1=a", "net2=a"})
+	e.converged("ns", "q", []string{"ns/a@net1"}, []string{"net1=a"})
+	// While running: a delete event releases the pod's interfaces.
+	if err := e.kube.CoreV1().Pods("ns").Delete(context.Background(), "p", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("p released", func() bool { return len(e.delegate.linksOf(sandboxFor("uid-p").NetNS)) == 0 })
+	// While down: the controller finds q's leftovers at start.
+	e.shutdown()
+	if err := e.kube.CoreV1().Pods("ns").Delete(context.Background(), "q", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	e.eventually("q released", func() bool { return len(e.delegate.linksOf(sandboxFor("uid-q").NetNS)) == 0 })
+	e.eventually("checkpoints gone", func() bool { pods, _ := e.store.Pods(); return len(pods) == 0 })
+}
+
+// The controller died between the ADD and the status write: the restart finds the checkpoint,
+// replugs once, and does not add a second interface.
+func TestCrashBetweenAddAndStatusWrite(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
+	e.kube.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServiceUnavailable("down")
+	})
+	e.annotate("ns", "p", "a@net1")
+	e.eventually("first ADD", func() bool { return len(e.delegate.callLog()) >= 1 })
+	e.shutdown()
+	e.kube.ReactionChain = e.kube.ReactionChain[1:]
+	e.start()
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+}
+
+func TestSandboxRecreatedReleasesOldInterfaces(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	// The sandbox is recreated: Multus attached the annotation's networks to the new one and
+	// rewrote network-status; the old netns (and its net1) is gone, its IPAM allocation is not.
+	e.runtime.set("uid-p", cri.Sandbox{ID: "sb-new", NetNS: "/var/run/netns/new"})
+	e.delegate.mu.Lock()
+	e.delegate.links["/var/run/netns/new"] = map[string]multus.Request{"net1": {Config: []byte(`{"name":"a"}`)}}
+	e.delegate.mu.Unlock()
+	p := e.pod("ns", "p")
+	p.Labels = map[string]string{"sandbox": "new"}
+	if _, err := e.kube.CoreV1().Pods("ns").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("old sandbox released", func() bool { return len(e.delegate.linksOf(sandboxFor("uid-p").NetNS)) == 0 })
+	e.eventually("checkpoint of the old sandbox removed", func() bool { got, _ := e.store.List("uid-p"); return len(got) == 0 })
+	e.settle()
+	if got := e.delegate.linksOf("/var/run/netns/new"); !slices.Equal(got, []string{"net1=a"}) {
+		t.Fatalf("new sandbox links %v", got)
+	}
+	if got := e.delegate.callLog(); !slices.Equal(got, []string{"ADD ns/p net1 a", "DEL ns/p net1 a"}) {
+		t.Fatalf("calls %v", got)
+	}
+}
+
+// An interface Multus attached at pod creation has no checkpoint: it is unplugged with the
+// NAD's config, or, when the NAD is gone, left in place with a warning.
+func TestUnplugOfAnInterfaceMultusAttached(t *testing.T) {
+	withStatus := func(name string) *corev1.Pod {
+		p := runningPod("ns", name, "a@net1")
+		p.Annotations[nadv1.NetworkStatusAnnot] = `[{"name":"podnet","interface":"eth0","default":true},{"name":"ns/a","interface":"net1","ips":["10.9.9.9"]}]`
+		return p
+	}
+	e := newEnv(t, []*corev1.Pod{withStatus("p"), withStatus("q")}, nads("ns/a"))
+	for _, uid := range []string{"uid-p", "uid-q"} {
+		e.delegate.mu.Lock()
+		e.delegate.links[sandboxFor(typesUID(uid)).NetNS] = map[string]multus.Request{"net1": {Config: []byte(`{"name":"a"}`)}}
+		e.delegate.mu.Unlock()
+	}
+	e.settle()
+	if got := e.delegate.callLog(); len(got) != 0 {
+		t.Fatalf("an attached interface was replugged: %v", got)
+	}
+	e.annotate("ns", "p", "")
+	e.converged("ns", "p", nil, nil)
+	if err := e.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions("ns").Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("NAD gone from the cache", func() bool { _, err := e.ctrl.nads.NetworkAttachmentDefinitions("ns").Get("a"); return err != nil })
+	e.annotate("ns", "q", "")
+	e.expectEvent("Warning", ReasonUnplugFailed, "ns/a from net1", "not found")
+	if got := e.statusOf("ns", "q"); !slices.Equal(got, []string{"ns/a@net1"}) {
+		t.Fatalf("status of q = %v, want the interface still listed", got)
+	}
+}
+
+func TestOrphanCleanupRetriesUntilTheDaemonAnswers(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	dels := 0
+	e.delegate.setFail(func(cmd string, _ multus.Request) error {
+		if cmd == "DEL" && dels < 3 {
+			dels++
+			return errors.New("dial unix /run/multus/multus.sock: connect: no such file or directory")
+		}
+		return nil
+	})
+	if err := e.kube.CoreV1().Pods("ns").Delete(context.Background(), "p", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("released after retries", func() bool { return len(e.delegate.linksOf(sandboxFor("uid-p").NetNS)) == 0 })
+	e.eventually("checkpoint gone", func() bool { pods, _ := e.store.Pods(); return len(pods) == 0 })
+	if dels != 3 {
+		t.Fatalf("%d failed DELs, want 3", dels)
+	}
+}
+
+func TestNewRequiresANodeName(t *testing.T) {
+	if _, err := New(Options{}, nil, nil, nil, nil, nil, nil, nil); err == nil {
+		t.Fatal("New without a node name succeeded")
+	}
+}
+
+func typesUID(s string) types.UID { return types.UID(s) }
