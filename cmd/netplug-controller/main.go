@@ -32,7 +32,7 @@ import (
 )
 
 type flags struct {
-	configPath, kubeconfig, nodeName      string
+	configPath, kubeconfig, nodeName       string
 	metricsAddr, healthAddr, checkpointDir string
 }
 
@@ -48,10 +48,10 @@ func main() {
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	logger := klog.FromContext(ctx).WithName("netplug")
-	ctx = klog.NewContext(ctx, logger)
-	if err := run(ctx, f); err != nil {
+	err := run(klog.NewContext(ctx, logger), f)
+	stop()
+	if err != nil {
 		logger.Error(err, "netplug-controller stopped")
 		klog.Flush()
 		os.Exit(1)
