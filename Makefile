@@ -36,8 +36,8 @@ fuzz: ## Fuzz the annotation parser (FUZZTIME=2m by default).
 e2e: ## Bring the local cluster up, deploy netplug, run the e2e suite, tear down.
 	hack/e2e.sh
 
-e2e-run: ## Run the e2e suite against an already running local cluster.
-	go test -tags e2e -count=1 -timeout 30m -v ./e2e/...
+e2e-run: ## Run the e2e suite against an already running local cluster (make cluster-up image deploy OVERLAY=local).
+	set -a && . $${CLUSTER_DIR:-/var/lib/netplug-e2e}/env && set +a && go test -tags e2e -count=1 -timeout 40m -v ./e2e/... $${E2E_ARGS:-}
 
 cluster-up: ## Local single-node cluster from real binaries (etcd, apiserver, kubelet, containerd, Multus).
 	hack/cluster-up.sh
@@ -47,6 +47,9 @@ cluster-down: ## Stop the local cluster and remove everything it left on the hos
 
 image: ## Build the image without a registry or Docker engine and import it into the local containerd.
 	hack/build-image.sh
+
+image-tar: ## Build the image tarball only (_out/netplug-controller.tar), without importing it.
+	hack/build-image.sh --no-import
 
 manifests: ## Render one YAML for IMAGE:TAG and OVERLAY (containerd, crio, local) into _out/netplug.yaml.
 	hack/render-manifests.sh

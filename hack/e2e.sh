@@ -61,12 +61,8 @@ source "$ENV_FILE"
 set +a
 
 cd "$ROOT"
-if [ -x "$HACK/build-image.sh" ]; then
-  make image
-  make deploy OVERLAY=local
-else
-  log "!!!!! hack/build-image.sh does not exist yet: NOT building or deploying netplug; the suite runs without it !!!!!"
-fi
+make image
+make deploy OVERLAY=local
 
 # shellcheck disable=SC2086 # E2E_ARGS is a list of go test arguments
 go test -tags e2e -count=1 -timeout 40m -v ./e2e/... ${E2E_ARGS:-}
