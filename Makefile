@@ -6,6 +6,8 @@ OVERLAY ?= containerd
 GOLANGCI_LINT_VERSION ?= v2.6.2
 TOOLS_BIN ?= /var/cache/netplug/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
 export IMAGE TAG OVERLAY
+# CI runs with a bare environment: make sure the Go toolchain is found.
+export PATH := $(PATH):/usr/local/go/bin
 
 .PHONY: all build test lint unit e2e e2e-run fuzz cover cluster-up cluster-down image image-tar \
         manifests deploy undeploy demo bench soak clean
