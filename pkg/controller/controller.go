@@ -311,17 +311,29 @@ func (c *Controller) setAttached(uid types.UID, n int) {
 	metrics.Attachments.Set(float64(total))
 }
 
-// staleCache reports whether the cached pod predates netplug's own last write to it.
+// lastWrite is netplug's last network-status write to a pod.
+type lastWrite struct {
+	resourceVersion string
+	networkStatus   string
+}
+
+// staleCache reports whether the cached pod predates netplug's own last write to it. etcd's
+// resourceVersions are increasing integers; where they are not (they are opaque by contract),
+// the cache has caught up once it shows the network-status netplug wrote.
 func (c *Controller) staleCache(pod *corev1.Pod) bool {
 	v, ok := c.written.Load(pod.UID)
 	if !ok {
 		return false
 	}
-	wrote, err1 := strconv.ParseUint(v.(string), 10, 64)
+	w := v.(lastWrite)
+	caughtUp := pod.Annotations[nadv1.NetworkStatusAnnot] == w.networkStatus
+	wrote, err1 := strconv.ParseUint(w.resourceVersion, 10, 64)
 	have, err2 := strconv.ParseUint(pod.ResourceVersion, 10, 64)
-	if err1 != nil || err2 != nil || have >= wrote {
-		c.written.Delete(pod.UID)
-		return false
+	if err1 == nil && err2 == nil {
+		caughtUp = have >= wrote
 	}
-	return true
+	if caughtUp {
+		c.written.Delete(pod.UID)
+	}
+	return !caughtUp
 }

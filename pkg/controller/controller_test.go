@@ -18,6 +18,7 @@ import (
 
 	"github.com/netplug/netplug/pkg/cri"
 	"github.com/netplug/netplug/pkg/multus"
+	"github.com/netplug/netplug/pkg/status"
 )
 
 func nads(names ...string) []*nadv1.NetworkAttachmentDefinition {
@@ -140,8 +141,8 @@ func TestOneFailingElementDoesNotBlockTheOthers(t *testing.T) {
 func TestStatusWriteConflictIsRetried(t *testing.T) {
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
 	conflicts := 0
-	e.kube.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-		if conflicts < 2 {
+	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if isStatusPatch(a) && conflicts < 2 {
 			conflicts++
 			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, "p", errors.New("changed"))
 		}
@@ -163,8 +164,8 @@ func TestStatusWriteConflictIsRetried(t *testing.T) {
 func TestStatusWriteFailureRecovers(t *testing.T) {
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
 	failures := 0
-	e.kube.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-		if failures < 1 {
+	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if isStatusPatch(a) && failures < 1 {
 			failures++
 			return true, nil, apierrors.NewServiceUnavailable("apiserver restarting")
 		}
@@ -289,8 +290,11 @@ func TestDeletedPodIsReleasedEvenAfterARestart(t *testing.T) {
 // replugs once, and does not add a second interface.
 func TestCrashBetweenAddAndStatusWrite(t *testing.T) {
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
-	e.kube.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, apierrors.NewServiceUnavailable("down")
+	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if isStatusPatch(a) {
+			return true, nil, apierrors.NewServiceUnavailable("down")
+		}
+		return false, nil, nil
 	})
 	e.annotate("ns", "p", "a@net1")
 	e.eventually("first ADD", func() bool { return len(e.delegate.callLog()) >= 1 })
@@ -384,3 +388,39 @@ func TestNewRequiresANodeName(t *testing.T) {
 }
 
 func typesUID(s string) types.UID { return types.UID(s) }
+
+// A terminating pod keeps netplug's finalizer until its sandbox has stopped and every
+// interface netplug plugged has had its DEL (Multus needs the pod object for that DEL).
+func TestTerminatingPodIsReleasedBeforeItGoes(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	if p := e.pod("ns", "p"); !status.HasFinalizer(p) {
+		t.Fatalf("no finalizer after a plug: %v", p.Finalizers)
+	}
+	p := e.pod("ns", "p")
+	now := metav1.Now()
+	p.DeletionTimestamp = &now
+	if _, err := e.kube.CoreV1().Pods("ns").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	if got := e.delegate.linksOf(sandboxFor("uid-p").NetNS); len(got) != 1 || !status.HasFinalizer(e.pod("ns", "p")) {
+		t.Fatalf("released while the sandbox still runs: links %v", got)
+	}
+	e.runtime.mu.Lock()
+	delete(e.runtime.sandboxes, "uid-p")
+	e.runtime.mu.Unlock()
+	e.eventually("finalizer removed", func() bool { return !status.HasFinalizer(e.pod("ns", "p")) })
+	if got := e.delegate.linksOf(sandboxFor("uid-p").NetNS); len(got) != 0 {
+		t.Fatalf("links left: %v", got)
+	}
+	if entries, _ := e.store.List("uid-p"); len(entries) != 0 {
+		t.Fatalf("checkpoints left: %v", entries)
+	}
+}
+
+// isStatusPatch tells the network-status merge patch from the finalizer's strategic merge patch.
+func isStatusPatch(a k8stesting.Action) bool {
+	p, ok := a.(k8stesting.PatchAction)
+	return ok && p.GetPatchType() == types.MergePatchType
+}

@@ -26,9 +26,11 @@ type Delegate interface {
 	Del(ctx context.Context, r multus.Request) error
 }
 
-// StatusWriter writes network-status changes onto a pod.
+// StatusWriter writes what netplug owns on a pod: network-status changes and its finalizer.
 type StatusWriter interface {
 	Apply(ctx context.Context, pod *corev1.Pod, changes []status.Change) (*corev1.Pod, error)
+	AddFinalizer(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error)
+	RemoveFinalizer(ctx context.Context, pod *corev1.Pod) error
 }
 
 // Checkpoints remembers, on the node, how each interface was plugged.

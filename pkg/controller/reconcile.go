@@ -57,7 +57,10 @@ func (c *Controller) reconcile(ctx context.Context, k key) error {
 	if pod.Spec.NodeName != c.opts.NodeName {
 		return nil // never act on another node's pod
 	}
-	if pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+	if pod.DeletionTimestamp != nil {
+		return c.release(ctx, pod)
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return nil
 	}
 	annotation := pod.Annotations[nadv1.NetworkAttachmentAnnot]
@@ -153,14 +156,14 @@ func (c *Controller) reconcile(ctx context.Context, k key) error {
 	}
 
 	if len(run.changes) > 0 {
-		written, err := c.status.Apply(ctx, pod, run.changes)
+		written, err := c.status.Apply(ctx, run.pod, run.changes)
 		if err != nil {
 			// The interfaces stay checkpointed but unconfirmed: the retry replugs them to
 			// learn their result, then writes it.
 			c.warn(pod, ReasonStatusWriteFailed, "%v", err)
 			return err
 		}
-		c.written.Store(pod.UID, written.ResourceVersion)
+		c.written.Store(pod.UID, lastWrite{written.ResourceVersion, written.Annotations[nadv1.NetworkStatusAnnot]})
 	}
 	c.setAttached(pod.UID, len(run.entries))
 	if len(run.failed) > 0 {
@@ -232,6 +235,14 @@ func (c *Controller) plug(ctx context.Context, run *podRun, a attachment.Attachm
 	if err != nil {
 		c.failElement(run, a, elementError{reason, err})
 		return false
+	}
+	if !status.HasFinalizer(run.pod) {
+		pod, err := c.status.AddFinalizer(ctx, run.pod)
+		if err != nil {
+			c.failElement(run, a, elementError{ReasonStatusWriteFailed, err})
+			return false
+		}
+		run.pod = pod
 	}
 	entry := checkpoint.Entry{
 		PodNamespace: run.pod.Namespace, PodName: run.pod.Name, PodUID: string(run.pod.UID),

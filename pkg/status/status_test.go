@@ -148,3 +148,30 @@ func TestApplyEmptyStatusIsAnEmptyList(t *testing.T) {
 		t.Fatalf("status = %q, want []", v)
 	}
 }
+
+func TestFinalizers(t *testing.T) {
+	pod := podWithStatus(t, "1")
+	pod.Finalizers = []string{"other.io/keep"}
+	client := fake.NewClientset(pod)
+	w := NewWriter(client, time.Second)
+	got, err := w.AddFinalizer(context.Background(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !HasFinalizer(got) || len(got.Finalizers) != 2 {
+		t.Fatalf("finalizers after add: %v", got.Finalizers)
+	}
+	if err := w.RemoveFinalizer(context.Background(), got); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := client.CoreV1().Pods("ns").Get(context.Background(), "p", metav1.GetOptions{})
+	if HasFinalizer(after) || len(after.Finalizers) != 1 || after.Finalizers[0] != "other.io/keep" {
+		t.Fatalf("finalizers after remove: %v", after.Finalizers)
+	}
+	if err := client.CoreV1().Pods("ns").Delete(context.Background(), "p", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.RemoveFinalizer(context.Background(), after); err != nil {
+		t.Fatalf("removing from a deleted pod: %v", err)
+	}
+}
