@@ -63,6 +63,9 @@ deploy: manifests ## Apply the rendered YAML to the current KUBECONFIG.
 undeploy: manifests
 	kubectl delete --ignore-not-found -f _out/netplug.yaml
 
+bench: ## Hot-plug latency, burst throughput and footprint against raw Multus /delegate (see README "Performance").
+	hack/bench.sh
+
 demo: ## Fresh machine to a hot-plugged interface in one command.
 	hack/demo.sh
 
