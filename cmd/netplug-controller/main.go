@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 	"github.com/netplug/netplug/pkg/controller"
 	"github.com/netplug/netplug/pkg/cri"
 	"github.com/netplug/netplug/pkg/metrics"
+	"github.com/netplug/netplug/pkg/mountcheck"
 	"github.com/netplug/netplug/pkg/multus"
 	"github.com/netplug/netplug/pkg/status"
 )
@@ -64,18 +67,14 @@ func run(ctx context.Context, f flags) error {
 	if f.nodeName == "" {
 		return errors.New("--node-name (or $NODE_NAME) is required")
 	}
-	checks := map[string]metrics.Check{}
-	servers := []*http.Server{metrics.NewHealthServer(f.healthAddr, checks)}
-	if f.metricsAddr != "0" {
-		servers = append(servers, metrics.NewMetricsServer(f.metricsAddr))
-	}
+	checks, live := map[string]metrics.Check{}, map[string]metrics.Check{}
 
 	cfg, err := config.Load(f.configPath)
 	if err != nil {
 		// Stay up and unready rather than crash-loop: the probe and this log line say what is wrong.
 		logger.Error(err, "Invalid configuration; the controller does not start", "config", f.configPath)
 		checks["config"] = func(context.Context) error { return err }
-		serve(ctx, servers)
+		serve(ctx, f, live, checks)
 		<-ctx.Done()
 		return nil
 	}
@@ -126,7 +125,11 @@ func run(ctx context.Context, f flags) error {
 	checks["informers"] = ctrl.Synced
 	checks["cri"] = runtime.Check
 	checks["multus"] = delegate.Check
-	serve(ctx, servers)
+	// A daemon that recreates its socket directory leaves this container's mount of it stale:
+	// only a restart re-binds it.
+	live["cri-socket-mount"] = mountCheck(cfg.CRISocketPath)
+	live["multus-socket-mount"] = mountCheck(cfg.MultusSocketPath)
+	serve(ctx, f, live, checks)
 	return ctrl.Run(ctx)
 }
 
@@ -154,7 +157,12 @@ func protobuf(rc *rest.Config) *rest.Config {
 	return c
 }
 
-func serve(ctx context.Context, servers []*http.Server) {
+// serve starts the health (and metrics) servers; the checks must all be registered by now.
+func serve(ctx context.Context, f flags, live, ready map[string]metrics.Check) {
+	servers := []*http.Server{metrics.NewHealthServer(f.healthAddr, live, ready)}
+	if f.metricsAddr != "0" {
+		servers = append(servers, metrics.NewMetricsServer(f.metricsAddr))
+	}
 	logger := klog.FromContext(ctx)
 	for _, s := range servers {
 		go func() {
@@ -170,4 +178,9 @@ func serve(ctx context.Context, servers []*http.Server) {
 			_ = s.Shutdown(shutdownCtx)
 		}()
 	}
+}
+
+func mountCheck(socketPath string) metrics.Check {
+	dir := filepath.Dir(strings.TrimPrefix(socketPath, "unix://"))
+	return func(context.Context) error { return mountcheck.Stale(mountcheck.MountInfo, dir) }
 }

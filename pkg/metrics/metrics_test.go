@@ -33,9 +33,15 @@ func get(t *testing.T, srv *http.Server, path string) (int, string) {
 func TestHealthz(t *testing.T) {
 	failing := map[string]Check{"cri": func(context.Context) error { return errors.New("down") }}
 	// Liveness does not depend on readiness checks.
-	code, body := get(t, NewHealthServer(":0", failing), "/healthz")
+	code, body := get(t, NewHealthServer(":0", nil, failing), "/healthz")
 	if code != http.StatusOK || strings.TrimSpace(body) != "ok" {
 		t.Errorf("/healthz = %d %q, want 200 ok", code, body)
+	}
+	// A failing live check fails liveness and names itself.
+	stale := map[string]Check{"multus-mount": func(context.Context) error { return errors.New("deleted") }}
+	code, body = get(t, NewHealthServer(":0", stale, nil), "/healthz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "multus-mount: deleted") {
+		t.Errorf("/healthz = %d %q, want 503 naming multus-mount", code, body)
 	}
 }
 
@@ -100,7 +106,7 @@ func TestReadyz(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
-			code, body := get(t, NewHealthServer(":0", tt.checks), "/readyz")
+			code, body := get(t, NewHealthServer(":0", nil, tt.checks), "/readyz")
 			if elapsed := time.Since(start); elapsed > time.Second {
 				t.Errorf("/readyz took %s with a %s check timeout", elapsed, checkTimeout)
 			}
@@ -133,7 +139,7 @@ func TestChecksGetADeadline(t *testing.T) {
 		return nil
 	}
 	start := time.Now()
-	if code, _ := get(t, NewHealthServer(":0", map[string]Check{"c": check}), "/readyz"); code != http.StatusOK {
+	if code, _ := get(t, NewHealthServer(":0", nil, map[string]Check{"c": check}), "/readyz"); code != http.StatusOK {
 		t.Fatalf("status %d", code)
 	}
 	got := <-seenCh

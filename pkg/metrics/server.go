@@ -24,16 +24,15 @@ var checkTimeout = 2 * time.Second
 const readHeaderTimeout = 5 * time.Second
 
 // NewHealthServer returns a server (not yet listening) on addr with
-//   - /healthz: 200 whenever the process serves HTTP (liveness);
-//   - /readyz: runs every check concurrently, each within 2 s; 200 "ok" when all pass,
-//     else 503 listing each failing check's name and error (readiness).
-func NewHealthServer(addr string, ready map[string]Check) *http.Server {
+//   - /healthz: the live checks (liveness): only conditions a container restart fixes;
+//   - /readyz: the ready checks (readiness).
+//
+// Each endpoint runs its checks concurrently, each within 2 s, and answers 200 "ok" when all
+// pass, else 503 listing each failing check's name and error.
+func NewHealthServer(addr string, live, ready map[string]Check) *http.Server {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("/readyz", readyHandler(ready))
+	mux.Handle("/healthz", checksHandler(live))
+	mux.Handle("/readyz", checksHandler(ready))
 	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
 }
 
@@ -45,7 +44,7 @@ func NewMetricsServer(addr string) *http.Server {
 	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
 }
 
-func readyHandler(checks map[string]Check) http.Handler {
+func checksHandler(checks map[string]Check) http.Handler {
 	names := make([]string, 0, len(checks))
 	for name := range checks {
 		names = append(names, name)
@@ -72,7 +71,7 @@ func readyHandler(checks map[string]Check) http.Handler {
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if failed.Len() > 0 {
-			klog.FromContext(r.Context()).V(2).Info("Not ready", "failing", strings.TrimSpace(failed.String()))
+			klog.FromContext(r.Context()).V(2).Info("Check failed", "path", r.URL.Path, "failing", strings.TrimSpace(failed.String()))
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = fmt.Fprint(w, failed.String())
 			return
