@@ -63,6 +63,18 @@ kill_orphaned_tasks() {
   done
 }
 
+# kill_stray_shims: a shim whose sandbox was still being created when containerd stopped has no
+# pid file; it is ours if it was started with our containerd's socket as its address.
+kill_stray_shims() {
+  local pid
+  for pid in $(pgrep -f "^/usr/bin/containerd-shim-runc-v2 .*-address $CLUSTER_DIR/containerd/containerd.sock" || true); do
+    log "stopping leftover shim $pid (no pid file)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+}
+
 mounts_under_cluster_dir() { awk -v d="$CLUSTER_DIR/" 'index($2, d) == 1 {print $2}' /proc/self/mounts; }
 
 unmount_all() {
@@ -104,6 +116,7 @@ restore_host_state() {
 
 # ---------------------------------------------------------------------------------------------------
 if [ ! -d "$CLUSTER_DIR" ]; then
+  kill_stray_shims
   delete_owned_links
   log "no cluster in $CLUSTER_DIR; nothing to tear down"
   exit 0
@@ -132,6 +145,7 @@ stop_pidfiles 10 "${extras[@]}" "$RUN_DIR"/{multus-daemon,kube-scheduler,kube-co
 stop_pidfiles 3 "$RUN_DIR"/{kube-apiserver,containerd}.pid
 stop_pidfiles 10 "$RUN_DIR/etcd.pid"
 kill_orphaned_tasks
+kill_stray_shims
 step_done "processes stopped"
 
 unmount_all || die "mounts under $CLUSTER_DIR remain; not removing it: $(mounts_under_cluster_dir | tr '\n' ' ')"

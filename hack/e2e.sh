@@ -66,3 +66,8 @@ make deploy OVERLAY=local
 
 # shellcheck disable=SC2086 # E2E_ARGS is a list of go test arguments
 go test -tags e2e -count=1 -timeout 40m -v ./e2e/... ${E2E_ARGS:-}
+
+# A tiny run of the benchmark (2 pods, 1 interface each) so `make bench` keeps working; its
+# figures are not a test. The real run is `make bench`.
+NETPLUG_BENCH=1 BENCH_PODS=2 BENCH_IFACES=1 BENCH_SCALE_PODS=0 BENCH_OUT="$ROOT/_out/bench-smoke.json" \
+  go test -tags e2e -count=1 -timeout 10m -run '^TestBench$' -v ./e2e/

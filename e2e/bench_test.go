@@ -1,0 +1,1642 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/netplug/netplug/pkg/config"
+	"github.com/netplug/netplug/pkg/cri"
+	"github.com/netplug/netplug/pkg/multus"
+)
+
+// TestBench is `make bench`: hot-plug latency, burst throughput and footprint of netplug, measured
+// against the raw limit of the Multus daemon it drives, in the same run on the same pods.
+//
+//   - netplug: N running pods get K networks each in one burst of annotation patches; per pod, the
+//     time from its patch until network-status lists all K and the links exist in its netns. Then
+//     the same for the unplug burst, and a single plug repeated.
+//   - raw: the same N×K ADDs (and DELs) sent straight to the daemon's /delegate endpoint through
+//     pkg/multus, with netplug's worker count as parallelism and netns resolved beforehand.
+//   - footprint: netplug-controller's CPU time and RSS from /proc for every phase; with
+//     BENCH_SCALE_PODS > 0 also idle and under a burst while the cluster holds that many pods of
+//     another node.
+//
+// Targets (reported, not enforced: the bench fails only when it cannot measure or netplug does
+// something wrong): burst netplug/raw <= 1.5, single-plug p50 <= raw p50 + 50 ms, RSS <= 50 MiB
+// with 5000 pods, idle CPU ~0.
+//
+// Skipped unless NETPLUG_BENCH=1. Parameters: BENCH_PODS (50), BENCH_IFACES (2),
+// BENCH_SCALE_PODS (0: no scale part), BENCH_LOCAL_PODS (110, capped by the node's free pod
+// capacity), BENCH_OUT (_out/bench.json, relative to the repository root).
+func TestBench(t *testing.T) {
+	if os.Getenv("NETPLUG_BENCH") != "1" {
+		t.Skip("a benchmark: run it with NETPLUG_BENCH=1 (make bench)")
+	}
+	params, err := benchParamsFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newBench(params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &benchResult{Params: params, Started: time.Now().UTC().Format(time.RFC3339), Node: fw.env.NodeName}
+	defer func() {
+		res.Failed = t.Failed()
+		b.report(t, res)
+	}()
+	if err := b.readNetplugConfig(res); err != nil {
+		t.Fatal(err)
+	}
+	if !t.Run("hotplug", func(t *testing.T) { b.runHotplug(t, res) }) {
+		return
+	}
+	if params.ScalePods > 0 {
+		t.Run("scale", func(t *testing.T) { b.runScale(t, res) })
+	}
+}
+
+const (
+	// benchLinkPoll is how often a pod whose network-status is done has its netns links read
+	// until they agree; status changes themselves are seen through a watch, not polled.
+	benchLinkPoll = 20 * time.Millisecond
+	// benchSingleReps is how often the single-plug latency is measured, for netplug and raw.
+	benchSingleReps = 10
+	// benchScaleIdle is how long netplug's idle cost is measured in the scale part.
+	benchScaleIdle = 30 * time.Second
+	// benchCreateParallelism bounds concurrent pod creations.
+	benchCreateParallelism = 50
+	// benchFakeNode is the Node object the scale part binds its never-running pods to.
+	benchFakeNode = "bench-other"
+	// clockTicks is USER_HZ, the unit of utime/stime in /proc/PID/stat.
+	clockTicks = 100
+	// netplugMetricsURL is netplug's /metrics: the local overlay runs it on the host network.
+	netplugMetricsURL = "http://127.0.0.1:9090/metrics"
+)
+
+// ---------------------------------------------------------------------------------------------
+// Parameters.
+
+type benchParams struct {
+	Pods      int    `json:"pods"`
+	Ifaces    int    `json:"ifaces"`
+	ScalePods int    `json:"scale_pods"`
+	LocalPods int    `json:"local_pods"`
+	Out       string `json:"-"`
+}
+
+func benchParamsFromEnv() (benchParams, error) {
+	p := benchParams{Pods: 50, Ifaces: 2, LocalPods: 110, Out: filepath.Join("_out", "bench.json")}
+	for _, v := range []struct {
+		key      string
+		dst      *int
+		min, max int
+	}{
+		// K subnets are 10.(100+k).0.0/16, so at most 100 networks; a /16 holds any N the node runs.
+		{"BENCH_PODS", &p.Pods, 1, 10000},
+		{"BENCH_IFACES", &p.Ifaces, 1, 100},
+		{"BENCH_SCALE_PODS", &p.ScalePods, 0, 1000000},
+		{"BENCH_LOCAL_PODS", &p.LocalPods, 1, 10000},
+	} {
+		raw := strings.TrimSpace(os.Getenv(v.key))
+		if raw == "" {
+			continue
+		}
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < v.min || n > v.max {
+			return p, fmt.Errorf("%s=%q: want an integer in [%d, %d]", v.key, raw, v.min, v.max)
+		}
+		*v.dst = n
+	}
+	if out := os.Getenv("BENCH_OUT"); out != "" {
+		p.Out = out
+	}
+	if !filepath.IsAbs(p.Out) {
+		// go test runs in the package directory; a relative path means the repository's.
+		root, err := moduleRoot()
+		if err != nil {
+			return p, err
+		}
+		p.Out = filepath.Join(root, p.Out)
+	}
+	return p, nil
+}
+
+// moduleRoot is the nearest directory at or above the working directory holding go.mod.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.mod at or above %s", dir)
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results.
+
+type benchResult struct {
+	Params  benchParams `json:"params"`
+	Started string      `json:"started"`
+	Node    string      `json:"node"`
+	Failed  bool        `json:"failed"`
+	// Netplug's configuration: Workers is also the raw burst's parallelism.
+	Workers  int     `json:"netplug_workers"`
+	APIQPS   float32 `json:"netplug_api_qps"`
+	APIBurst int     `json:"netplug_api_burst"`
+
+	PodsReadyMs float64 `json:"pods_ready_ms"`
+
+	PlugBurst   *latencyStats `json:"netplug_plug_burst,omitempty"`
+	UnplugBurst *latencyStats `json:"netplug_unplug_burst,omitempty"`
+	RawAdd      *latencyStats `json:"raw_add_burst,omitempty"`
+	RawDel      *latencyStats `json:"raw_del_burst,omitempty"`
+
+	SinglePlug   *latencyStats `json:"netplug_single_plug,omitempty"`
+	SingleUnplug *latencyStats `json:"netplug_single_unplug,omitempty"`
+	SingleRawAdd *latencyStats `json:"raw_single_add,omitempty"`
+	SingleRawDel *latencyStats `json:"raw_single_del,omitempty"`
+
+	BurstRatio             float64 `json:"burst_ratio_netplug_over_raw,omitempty"`
+	UnplugBurstRatio       float64 `json:"unplug_burst_ratio_netplug_over_raw,omitempty"`
+	SingleP50Ratio         float64 `json:"single_plug_p50_ratio_netplug_over_raw,omitempty"`
+	SingleP50DeltaMs       float64 `json:"single_plug_p50_delta_ms,omitempty"`
+	SingleUnplugP50DeltaMs float64 `json:"single_unplug_p50_delta_ms,omitempty"`
+
+	Phases []*phaseCost `json:"phases"`
+	Scale  *scaleResult `json:"scale,omitempty"`
+	Notes  []string     `json:"notes,omitempty"`
+	mu     sync.Mutex   `json:"-"`
+	byName map[string]*phaseCost
+}
+
+func (r *benchResult) addPhase(p *phaseCost) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Phases = append(r.Phases, p)
+	if r.byName == nil {
+		r.byName = map[string]*phaseCost{}
+	}
+	r.byName[p.Phase] = p
+}
+
+func (r *benchResult) phase(name string) *phaseCost {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byName[name]
+}
+
+func (r *benchResult) note(t *testing.T, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	t.Log(msg)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Notes = append(r.Notes, msg)
+}
+
+type scaleResult struct {
+	FakePods        int           `json:"fake_pods"`
+	FakeCreateMs    float64       `json:"fake_pods_create_ms"`
+	LocalPods       int           `json:"local_pods"`
+	LocalReadyMs    float64       `json:"local_pods_ready_ms"`
+	BaselineRSSMiB  float64       `json:"baseline_rss_mib"`
+	Idle            *phaseCost    `json:"idle,omitempty"`
+	Burst           *latencyStats `json:"plug_burst,omitempty"`
+	UnplugBurst     *latencyStats `json:"unplug_burst,omitempty"`
+	BurstCost       *phaseCost    `json:"plug_burst_cost,omitempty"`
+	FakeDeleteMs    float64       `json:"fake_pods_delete_ms"`
+	LocalTeardownMs float64       `json:"local_pods_teardown_ms"`
+}
+
+// latencyStats summarises per-pod (or per-call) latencies; BurstMs is first start to last done.
+type latencyStats struct {
+	Count   int     `json:"count"`
+	P50Ms   float64 `json:"p50_ms"`
+	P95Ms   float64 `json:"p95_ms"`
+	P99Ms   float64 `json:"p99_ms"`
+	MaxMs   float64 `json:"max_ms"`
+	BurstMs float64 `json:"burst_ms,omitempty"`
+}
+
+func summarize(latencies []time.Duration, burst time.Duration) *latencyStats {
+	sorted := slices.Clone(latencies)
+	slices.Sort(sorted)
+	s := &latencyStats{Count: len(sorted), BurstMs: ms(burst)}
+	if len(sorted) == 0 {
+		return s
+	}
+	// Nearest rank: the smallest value with at least p% of the values at or below it.
+	rank := func(p float64) float64 {
+		i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+		return ms(sorted[max(i, 0)])
+	}
+	s.P50Ms, s.P95Ms, s.P99Ms, s.MaxMs = rank(50), rank(95), rank(99), ms(sorted[len(sorted)-1])
+	return s
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/10) / 100 }
+
+// ---------------------------------------------------------------------------------------------
+// The bench and its clients.
+
+type bench struct {
+	params benchParams
+	// kube is the bench's own client: no overall request timeout (watches stay open, every call
+	// has its own deadline) and a rate limit that never makes the bench the bottleneck.
+	kube   kubernetes.Interface
+	multus *multus.Client
+	mon    *processMonitor
+}
+
+func newBench(params benchParams) (*bench, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", fw.env.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", fw.env.Kubeconfig, err)
+	}
+	rc.QPS, rc.Burst = 2000, 4000
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("creating the bench's Kubernetes client: %w", err)
+	}
+	return &bench{params: params, kube: kube, multus: multus.New(fw.env.MultusSocket, 60*time.Second)}, nil
+}
+
+// readNetplugConfig reads the worker count (the raw burst's parallelism) and API limits from
+// the netplug-config ConfigMap, with netplug's own parser and defaults.
+func (b *bench) readNetplugConfig(res *benchResult) error {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	cfg := config.Default()
+	cm, err := b.kube.CoreV1().ConfigMaps(netplugNamespace).Get(ctx, "netplug-config", metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		// netplug then runs on its defaults too.
+	case err != nil:
+		return fmt.Errorf("reading ConfigMap %s/netplug-config: %w", netplugNamespace, err)
+	default:
+		if cfg, err = config.Parse([]byte(cm.Data["config.json"])); err != nil {
+			return fmt.Errorf("ConfigMap %s/netplug-config: %w", netplugNamespace, err)
+		}
+	}
+	res.Workers, res.APIQPS, res.APIBurst = cfg.Workers, cfg.APIQPS, cfg.APIBurst
+	return nil
+}
+
+// benchPod is a running pod of the bench with its sandbox, resolved through CRI beforehand.
+type benchPod struct {
+	Name    string
+	UID     types.UID
+	Sandbox cri.Sandbox
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 1-4: N pods × K networks, netplug against raw /delegate.
+
+func (b *bench) runHotplug(t *testing.T, res *benchResult) {
+	n, k := b.params.Pods, b.params.Ifaces
+	s := fw.newScenario(t, "bench")
+	mon, err := newProcessMonitor(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mon = mon
+
+	nads := make([]string, k)
+	for i := range nads {
+		nads[i] = fmt.Sprintf("bench%d", i)
+		s.createBridgeNAD(nads[i], fmt.Sprintf("npb%d", i), fmt.Sprintf("10.%d.0.0/16", 100+i))
+	}
+	if free := b.freePodCapacity(t); n > free {
+		t.Fatalf("BENCH_PODS=%d but node %s has room for %d more pods", n, fw.env.NodeName, free)
+	}
+	watch := b.watchPods(t, s.ns)
+
+	names := podNames("p", n)
+	var pods []benchPod
+	b.measure(t, res, "setup: create and start pods", func() {
+		start := time.Now()
+		pods = b.startPods(t, s, watch, names)
+		res.PodsReadyMs = ms(time.Since(start))
+		t.Logf("%d pods running after %s", n, time.Since(start).Round(time.Millisecond))
+	})
+
+	// The K networks with explicit interface names nb0..nbK-1.
+	elements := make([]element, k)
+	plugged := map[string]string{}
+	for i := range elements {
+		elements[i] = element{Name: nads[i], Interface: fmt.Sprintf("nb%d", i)}
+		plugged[elements[i].Interface] = s.ns + "/" + nads[i]
+	}
+	value := selection(elements...)
+	timeout := 2*time.Minute + time.Duration(n*k)*200*time.Millisecond
+
+	b.measure(t, res, fmt.Sprintf("netplug plug burst %dx%d", n, k), func() {
+		res.PlugBurst = b.netplugBurst(t, s.ns, watch, pods, &value, pluggedCheck(plugged), timeout).latencyStats
+	})
+	t.Logf("netplug plug burst: %+v", *res.PlugBurst)
+	b.verifyPlugged(t, s, pods, nads, elements)
+
+	b.measure(t, res, fmt.Sprintf("netplug unplug burst %dx%d", n, k), func() {
+		res.UnplugBurst = b.netplugBurst(t, s.ns, watch, pods, nil, unpluggedCheck(plugged), timeout).latencyStats
+	})
+	t.Logf("netplug unplug burst: %+v", *res.UnplugBurst)
+	for _, nad := range nads {
+		s.waitIPAM(nad) // netplug released every address it allocated
+	}
+
+	// Single plug: one pod, one network, repeated.
+	single := map[string]string{"sp0": s.ns + "/" + nads[0]}
+	singleValue := selection(element{Name: nads[0], Interface: "sp0"})
+	b.measure(t, res, "netplug single plug", func() {
+		var plugs, unplugs []time.Duration
+		for range benchSingleReps {
+			plugs = append(plugs, b.netplugBurst(t, s.ns, watch, pods[:1], &singleValue, pluggedCheck(single), plugTimeout).latencies...)
+			unplugs = append(unplugs, b.netplugBurst(t, s.ns, watch, pods[:1], nil, unpluggedCheck(single), plugTimeout).latencies...)
+		}
+		res.SinglePlug, res.SingleUnplug = summarize(plugs, 0), summarize(unplugs, 0)
+	})
+	s.waitIPAM(nads[0])
+
+	// The raw limit: the same ADDs and DELs straight to the daemon, netplug idle meanwhile.
+	configs := b.nadConfigs(t, s.ns, nads)
+	b.measure(t, res, fmt.Sprintf("raw /delegate ADD burst %dx%d (netplug idle)", n, k), func() {
+		res.RawAdd = b.rawBurst(t, s.ns, pods, configs, "raw", "ADD", res.Workers)
+	})
+	t.Logf("raw ADD burst: %+v", *res.RawAdd)
+	b.verifyRaw(t, s, pods, nads, "raw", true)
+	b.measure(t, res, fmt.Sprintf("raw /delegate DEL burst %dx%d (netplug idle)", n, k), func() {
+		res.RawDel = b.rawBurst(t, s.ns, pods, configs, "raw", "DEL", res.Workers)
+	})
+	t.Logf("raw DEL burst: %+v", *res.RawDel)
+	b.verifyRaw(t, s, pods, nads, "raw", false)
+
+	b.measure(t, res, "raw /delegate single ADD+DEL", func() {
+		adds, dels := b.rawSingle(t, s.ns, pods[0], configs[0], "rsp0")
+		res.SingleRawAdd, res.SingleRawDel = summarize(adds, 0), summarize(dels, 0)
+	})
+	s.waitIPAM(nads[0])
+
+	if res.RawAdd.BurstMs > 0 {
+		res.BurstRatio = round2(res.PlugBurst.BurstMs / res.RawAdd.BurstMs)
+	}
+	if res.RawDel.BurstMs > 0 {
+		res.UnplugBurstRatio = round2(res.UnplugBurst.BurstMs / res.RawDel.BurstMs)
+	}
+	if res.SingleRawAdd.P50Ms > 0 {
+		res.SingleP50Ratio = round2(res.SinglePlug.P50Ms / res.SingleRawAdd.P50Ms)
+	}
+	res.SingleP50DeltaMs = round2(res.SinglePlug.P50Ms - res.SingleRawAdd.P50Ms)
+	res.SingleUnplugP50DeltaMs = round2(res.SingleUnplug.P50Ms - res.SingleRawDel.P50Ms)
+
+	b.measure(t, res, "teardown: delete pods", func() {
+		b.deletePods(t, s.ns, "", 5*time.Minute)
+	})
+}
+
+func round2(f float64) float64 { return math.Round(f*100) / 100 }
+
+func podNames(prefix string, n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s%04d", prefix, i)
+	}
+	return names
+}
+
+// netplugBurst patches every pod's network-selection annotation at once (value nil removes it)
+// and waits until check passes for each; it fails the test if one does not in time.
+func (b *bench) netplugBurst(t *testing.T, ns string, watch *podWatch, pods []benchPod, value *string,
+	check podCheck, timeout time.Duration) *burstResultStats {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]*string{
+		nadv1.NetworkAttachmentAnnot: value}}})
+	if err != nil {
+		t.Fatalf("encoding patch: %v", err)
+	}
+	sent := make([]time.Time, len(pods))
+	var waitErr error
+	var done []time.Time
+	waited := make(chan struct{})
+	// The waiters run before the first patch: no change can slip by unseen.
+	go func() {
+		defer close(waited)
+		done, waitErr = watch.waitEach(ctx, pods, check)
+	}()
+	patchErrs := make([]error, len(pods))
+	var wg sync.WaitGroup
+	for i, p := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			callCtx, callCancel := context.WithTimeout(ctx, apiTimeout)
+			defer callCancel()
+			sent[i] = time.Now()
+			if _, err := b.kube.CoreV1().Pods(ns).Patch(callCtx, p.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+				patchErrs[i] = fmt.Errorf("patching pod %s: %w", p.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(patchErrs...); err != nil {
+		cancel()
+		<-waited
+		t.Fatal(err)
+	}
+	<-waited
+	if waitErr != nil {
+		t.Fatalf("netplug did not converge within %s: %v", timeout, waitErr)
+	}
+	lat := make([]time.Duration, len(pods))
+	first, last := sent[0], done[0]
+	for i := range pods {
+		lat[i] = done[i].Sub(sent[i])
+		if sent[i].Before(first) {
+			first = sent[i]
+		}
+		if done[i].After(last) {
+			last = done[i]
+		}
+	}
+	stats := summarize(lat, last.Sub(first))
+	return &burstResultStats{latencyStats: stats, latencies: lat}
+}
+
+// burstResultStats is a summary that keeps its samples, for callers that pool several bursts.
+type burstResultStats struct {
+	*latencyStats
+	latencies []time.Duration
+}
+
+// verifyPlugged checks, after the timing, that every interface agrees with network-status (MAC,
+// addresses) and that host-local holds exactly the reported addresses.
+func (b *bench) verifyPlugged(t *testing.T, s *scenario, pods []benchPod, nads []string, elements []element) {
+	t.Helper()
+	ips := map[string][]string{}
+	for _, p := range pods {
+		pod := s.mustGetPod(p.Name)
+		for i, e := range elements {
+			ctx, cancel := s.ctx()
+			a, why := s.checkAttached(ctx, pod, nads[i], e.Interface)
+			cancel()
+			if why != "" {
+				t.Fatalf("pod %s after the burst: %s", p.Name, why)
+			}
+			ips[nads[i]] = append(ips[nads[i]], a.IP())
+		}
+	}
+	for _, nad := range nads {
+		s.waitIPAM(nad, ips[nad]...)
+	}
+}
+
+// nadConfigs returns the CNI config netplug would send for each NAD.
+func (b *bench) nadConfigs(t *testing.T, ns string, nads []string) [][]byte {
+	t.Helper()
+	configs := make([][]byte, len(nads))
+	for i, name := range nads {
+		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		nad, err := fw.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(ns).Get(ctx, name, metav1.GetOptions{})
+		cancel()
+		if err != nil {
+			t.Fatalf("reading NAD %s/%s: %v", ns, name, err)
+		}
+		if configs[i], err = nadutils.GetCNIConfigFromSpec(nad.Spec.Config, name); err != nil {
+			t.Fatalf("NAD %s/%s: %v", ns, name, err)
+		}
+	}
+	return configs
+}
+
+// rawBurst sends command (ADD or DEL) for every pod and network straight to the daemon: workers
+// goroutines take one pod at a time and run its K calls in order, as netplug's workers do. A
+// pod's latency is from the burst's start until its last call returned.
+func (b *bench) rawBurst(t *testing.T, ns string, pods []benchPod, configs [][]byte, ifPrefix, command string, workers int) *latencyStats {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(len(pods)*len(configs))*time.Second)
+	defer cancel()
+	lat := make([]time.Duration, len(pods))
+	errs := make([]error, len(pods))
+	next := make(chan int, len(pods))
+	for i := range pods {
+		next <- i
+	}
+	close(next)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				for k, cfg := range configs {
+					if err := b.rawCall(ctx, ns, pods[i], cfg, fmt.Sprintf("%s%d", ifPrefix, k), command); err != nil {
+						errs[i] = errors.Join(errs[i], err)
+					}
+				}
+				lat[i] = time.Since(start)
+			}
+		}()
+	}
+	wg.Wait()
+	burst := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("raw %s burst: %v", command, err)
+	}
+	return summarize(lat, burst)
+}
+
+func (b *bench) rawCall(ctx context.Context, ns string, p benchPod, cfg []byte, ifName, command string) error {
+	req := multus.Request{
+		SandboxID: p.Sandbox.ID, NetNS: p.Sandbox.NetNS, IfName: ifName,
+		PodNamespace: ns, PodName: p.Name, PodUID: string(p.UID), Config: cfg,
+	}
+	var err error
+	if command == "ADD" {
+		_, err = b.multus.Add(ctx, req)
+	} else {
+		err = b.multus.Del(ctx, req)
+	}
+	if err != nil {
+		return fmt.Errorf("pod %s: %s %s: %w", p.Name, command, ifName, err)
+	}
+	return nil
+}
+
+// rawSingle times benchSingleReps ADD and DEL calls of one interface of one pod.
+func (b *bench) rawSingle(t *testing.T, ns string, p benchPod, cfg []byte, ifName string) (adds, dels []time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for range benchSingleReps {
+		start := time.Now()
+		if err := b.rawCall(ctx, ns, p, cfg, ifName, "ADD"); err != nil {
+			t.Fatal(err)
+		}
+		adds = append(adds, time.Since(start))
+		start = time.Now()
+		if err := b.rawCall(ctx, ns, p, cfg, ifName, "DEL"); err != nil {
+			t.Fatal(err)
+		}
+		dels = append(dels, time.Since(start))
+	}
+	return adds, dels
+}
+
+// verifyRaw checks that the raw interfaces are all there with their addresses allocated (present)
+// or all gone with their addresses released (!present).
+func (b *bench) verifyRaw(t *testing.T, s *scenario, pods []benchPod, nads []string, ifPrefix string, present bool) {
+	t.Helper()
+	for _, p := range pods {
+		links, err := netnsLinks(p.Sandbox.NetNS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range nads {
+			name := fmt.Sprintf("%s%d", ifPrefix, k)
+			if _, ok := links[name]; ok != present {
+				t.Fatalf("pod %s: link %s present=%t after the raw burst, want %t (links: %v)", p.Name, name, ok, present, linkNames(links))
+			}
+		}
+	}
+	for _, nad := range nads {
+		if !present {
+			s.waitIPAM(nad)
+			continue
+		}
+		got, err := s.ipamAllocations(nad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(pods) {
+			t.Fatalf("IPAM of %s holds %d addresses after the raw ADD burst, want %d", nad, len(got), len(pods))
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 5: scale. Many pods of another node in the cluster, a node full of local pods.
+
+func (b *bench) runScale(t *testing.T, res *benchResult) {
+	sc := &scaleResult{}
+	res.Scale = sc
+	var err error
+	if b.mon == nil {
+		if b.mon, err = newProcessMonitor(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if base, err := b.mon.sample(); err == nil {
+		sc.BaselineRSSMiB = kib2mib(base.rssKiB)
+	}
+
+	// The fake node and its pods: API objects only, never run; netplug must not pay for them.
+	b.createFakeNode(t)
+	fakeNS := "bench-scale-" + rand.String(5)
+	b.createNamespace(t, fakeNS)
+	t.Cleanup(func() {
+		start := time.Now()
+		b.deletePods(t, fakeNS, "", 10*time.Minute)
+		sc.FakeDeleteMs = ms(time.Since(start))
+		b.deleteFakeNode(t)
+		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		defer cancel()
+		if err := b.kube.CoreV1().Namespaces().Delete(ctx, fakeNS, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Logf("cleanup: deleting namespace %s: %v", fakeNS, err)
+		}
+	})
+	start := time.Now()
+	b.createFakePods(t, fakeNS, b.params.ScalePods)
+	sc.FakePods, sc.FakeCreateMs = b.params.ScalePods, ms(time.Since(start))
+	t.Logf("%d pods of node %s created in %s", sc.FakePods, benchFakeNode, time.Since(start).Round(time.Millisecond))
+
+	// The local pods, as many as asked and the node takes.
+	s := fw.newScenario(t, "benchscale")
+	s.createBridgeNAD("scale", "npbs", "10.99.0.0/16")
+	local := b.params.LocalPods
+	if free := b.freePodCapacity(t); local > free {
+		res.note(t, "BENCH_LOCAL_PODS=%d capped to %d: the node's pod capacity minus the pods it already runs", local, free)
+		local = free
+	}
+	if local < 1 {
+		t.Fatalf("node %s has no room for local pods", fw.env.NodeName)
+	}
+	sc.LocalPods = local
+	watch := b.watchPods(t, s.ns)
+	start = time.Now()
+	pods := b.startPods(t, s, watch, podNames("l", local))
+	sc.LocalReadyMs = ms(time.Since(start))
+	t.Logf("%d local pods running after %s", local, time.Since(start).Round(time.Millisecond))
+
+	// Let netplug settle on the pods' last status updates, then measure it doing nothing.
+	time.Sleep(2 * time.Second)
+	sc.Idle = b.measure(t, res, fmt.Sprintf("scale: idle %s with %d+%d pods", benchScaleIdle, sc.FakePods, local), func() {
+		time.Sleep(benchScaleIdle)
+	})
+
+	plugged := map[string]string{"sc0": s.ns + "/scale"}
+	value := selection(element{Name: "scale", Interface: "sc0"})
+	timeout := 2*time.Minute + time.Duration(local)*200*time.Millisecond
+	sc.BurstCost = b.measure(t, res, fmt.Sprintf("scale: netplug plug burst %dx1", local), func() {
+		sc.Burst = b.netplugBurst(t, s.ns, watch, pods, &value, pluggedCheck(plugged), timeout).latencyStats
+	})
+	t.Logf("scale plug burst: %+v", *sc.Burst)
+	ips := make([]string, 0, local)
+	for _, p := range pods {
+		ctx, cancel := s.ctx()
+		a, why := s.checkAttached(ctx, s.mustGetPod(p.Name), "scale", "sc0")
+		cancel()
+		if why != "" {
+			t.Fatalf("pod %s after the scale burst: %s", p.Name, why)
+		}
+		ips = append(ips, a.IP())
+	}
+	s.waitIPAM("scale", ips...)
+	b.measure(t, res, fmt.Sprintf("scale: netplug unplug burst %dx1", local), func() {
+		sc.UnplugBurst = b.netplugBurst(t, s.ns, watch, pods, nil, unpluggedCheck(plugged), timeout).latencyStats
+	})
+	s.waitIPAM("scale")
+
+	start = time.Now()
+	b.measure(t, res, "scale: teardown of local pods", func() {
+		b.deletePods(t, s.ns, "", 10*time.Minute)
+	})
+	sc.LocalTeardownMs = ms(time.Since(start))
+}
+
+func (b *bench) createNamespace(t *testing.T, ns string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	_, err := b.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"netplug-e2e": "true"}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating namespace %s: %v", ns, err)
+	}
+	// The ServiceAccount admission refuses pods until "default" exists.
+	_, err = b.kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating the default service account in %s: %v", ns, err)
+	}
+}
+
+func (b *bench) createFakeNode(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	_, err := b.kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+		Name: benchFakeNode, Labels: map[string]string{"kubernetes.io/hostname": benchFakeNode, "netplug-e2e": "true"},
+	}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating node %s: %v", benchFakeNode, err)
+	}
+}
+
+// deleteFakeNode deletes the node, then whatever is still meant for it, which no kubelet will
+// ever confirm: pods bound to it, and the netplug DaemonSet's pod for it, which stays Pending
+// (the node has no capacity) and which the DaemonSet controller may leave behind for minutes.
+func (b *bench) deleteFakeNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	if err := b.kube.CoreV1().Nodes().Delete(ctx, benchFakeNode, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Logf("cleanup: deleting node %s: %v", benchFakeNode, err)
+	}
+	list, err := b.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + benchFakeNode})
+	if err != nil {
+		t.Logf("cleanup: listing pods of node %s: %v", benchFakeNode, err)
+		return
+	}
+	namespaces := map[string]bool{}
+	for _, p := range list.Items {
+		namespaces[p.Namespace] = true
+	}
+	for ns := range namespaces {
+		b.deletePods(t, ns, "spec.nodeName="+benchFakeNode, 2*time.Minute)
+	}
+	unbound, err := b.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName="})
+	if err != nil {
+		t.Logf("cleanup: listing unscheduled pods: %v", err)
+		return
+	}
+	zero := int64(0)
+	for _, p := range unbound.Items {
+		if !meantFor(&p, benchFakeNode) {
+			continue
+		}
+		err := b.kube.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero,
+			Preconditions: &metav1.Preconditions{UID: &p.UID}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			t.Logf("cleanup: deleting pod %s/%s of node %s: %v", p.Namespace, p.Name, benchFakeNode, err)
+		}
+	}
+}
+
+// meantFor reports whether the pod's required node affinity pins it to node by name, as the
+// DaemonSet controller pins the pods it creates.
+func meantFor(pod *corev1.Pod, node string) bool {
+	a := pod.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return false
+	}
+	for _, term := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		for _, f := range term.MatchFields {
+			if f.Key == "metadata.name" && f.Operator == corev1.NodeSelectorOpIn && slices.Equal(f.Values, []string{node}) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// createFakePods creates n pods bound to the fake node, benchCreateParallelism at a time.
+func (b *bench) createFakePods(t *testing.T, ns string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute+time.Duration(n)*20*time.Millisecond)
+	defer cancel()
+	template := (&scenario{Framework: fw, ns: ns}).newPod("")
+	template.Spec.NodeName = benchFakeNode
+	// The node never becomes Ready: without this, the taint eviction controller starts deleting
+	// all of them after 5 minutes, in the middle of the measurements.
+	template.Spec.Tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+	// Like a pod there that uses a secondary network: netplug must not even look at it.
+	template.Annotations = map[string]string{nadv1.NetworkAttachmentAnnot: "scale@sc0"}
+	err := forEachLimited(ctx, n, benchCreateParallelism, func(ctx context.Context, i int) error {
+		pod := template.DeepCopy()
+		pod.Name = fmt.Sprintf("f%06d", i)
+		callCtx, callCancel := context.WithTimeout(ctx, apiTimeout)
+		defer callCancel()
+		_, err := b.kube.CoreV1().Pods(ns).Create(callCtx, pod, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating pod %s/%s: %w", ns, pod.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// forEachLimited runs fn for 0..n-1, at most limit at a time, stopping at the first error.
+func forEachLimited(ctx context.Context, n, limit int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, limit)
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := fn(ctx, i); err != nil {
+				once.Do(func() { first = err; cancel() })
+			}
+		}()
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// freePodCapacity is how many more pods the node admits: allocatable pods minus those bound
+// to it that have not finished.
+func (b *bench) freePodCapacity(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	node, err := b.kube.CoreV1().Nodes().Get(ctx, fw.env.NodeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("reading node %s: %v", fw.env.NodeName, err)
+	}
+	list, err := b.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + fw.env.NodeName})
+	if err != nil {
+		t.Fatalf("listing the pods of node %s: %v", fw.env.NodeName, err)
+	}
+	used := 0
+	for _, p := range list.Items {
+		if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			used++
+		}
+	}
+	return int(node.Status.Allocatable.Pods().Value()) - used
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pods: creation, start, deletion.
+
+// startPods creates the named pods on the node concurrently and waits until all run; then it
+// resolves each pod's sandbox and netns through CRI, once.
+func (b *bench) startPods(t *testing.T, s *scenario, watch *podWatch, names []string) []benchPod {
+	t.Helper()
+	timeout := 2*time.Minute + time.Duration(len(names))*2*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := forEachLimited(ctx, len(names), benchCreateParallelism, func(ctx context.Context, i int) error {
+		pod := s.newPod(names[i])
+		callCtx, callCancel := context.WithTimeout(ctx, apiTimeout)
+		defer callCancel()
+		if _, err := b.kube.CoreV1().Pods(s.ns).Create(callCtx, pod, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("creating pod %s/%s: %w", s.ns, names[i], err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := make([]benchPod, len(names))
+	for i, n := range names {
+		pods[i].Name = n
+	}
+	if _, err := watch.waitEach(ctx, pods, runningCheck); err != nil {
+		t.Fatalf("pods not running after %s: %v", timeout, err)
+	}
+	for i := range pods {
+		pod, err := watch.get(pods[i].Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods[i].UID = pod.UID
+		callCtx, callCancel := context.WithTimeout(ctx, apiTimeout)
+		pods[i].Sandbox, err = fw.cri.PodSandbox(callCtx, string(pod.UID))
+		callCancel()
+		if err != nil {
+			t.Fatalf("sandbox of pod %s: %v", pod.Name, err)
+		}
+	}
+	return pods
+}
+
+// deletePods deletes the namespace's pods (those matching fieldSelector, if set) and waits until
+// they are gone. Pods of this node get a second to stop; the rest none, since no kubelet will
+// confirm them. The deletions are DeleteCollection calls, repeated while pods remain: one call
+// for thousands of pods may outlast the apiserver's request timeout.
+func (b *bench) deletePods(t *testing.T, ns, fieldSelector string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	pods := b.kube.CoreV1().Pods(ns)
+	var lastErr error
+	for ctx.Err() == nil {
+		for _, local := range []bool{true, false} {
+			sel, grace := "spec.nodeName="+fw.env.NodeName, int64(1)
+			if !local {
+				sel, grace = "spec.nodeName!="+fw.env.NodeName, 0
+			}
+			if fieldSelector != "" {
+				sel += "," + fieldSelector
+			}
+			err := pods.DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &grace}, metav1.ListOptions{FieldSelector: sel})
+			if err != nil && !apierrors.IsNotFound(err) {
+				lastErr = fmt.Errorf("deleting the pods of %s (%s): %w", ns, sel, err)
+			}
+		}
+		// Wait for them to go, up to a minute before deleting again.
+		round, roundCancel := context.WithTimeout(ctx, time.Minute)
+		for round.Err() == nil {
+			list, err := pods.List(round, metav1.ListOptions{FieldSelector: fieldSelector, Limit: 1})
+			if err == nil && len(list.Items) == 0 {
+				roundCancel()
+				return
+			}
+			time.Sleep(pollInterval)
+		}
+		roundCancel()
+	}
+	t.Errorf("pods of %s still there after %s (last error: %v)", ns, timeout, lastErr)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching pods: status changes are pushed, links are read only when the status says done.
+
+// podWatch caches a namespace's pods through an informer and wakes up the waiter of a pod on
+// every change of it.
+type podWatch struct {
+	lister corelisters.PodNamespaceLister
+	mu     sync.Mutex
+	wake   map[string]chan struct{}
+}
+
+func (b *bench) watchPods(t *testing.T, ns string) *podWatch {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	factory := informers.NewSharedInformerFactoryWithOptions(b.kube, 0, informers.WithNamespace(ns))
+	podInformer := factory.Core().V1().Pods()
+	w := &podWatch{lister: podInformer.Lister().Pods(ns), wake: map[string]chan struct{}{}}
+	notify := func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if pod, ok := obj.(*corev1.Pod); ok {
+			select {
+			case w.wakeup(pod.Name) <- struct{}{}:
+			default: // a wake-up is already pending
+			}
+		}
+	}
+	if _, err := podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: notify, UpdateFunc: func(_, obj any) { notify(obj) }, DeleteFunc: notify,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	factory.Start(ctx.Done())
+	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer syncCancel()
+	if !cache.WaitForCacheSync(syncCtx.Done(), podInformer.Informer().HasSynced) {
+		t.Fatalf("the pod watch of %s did not sync", ns)
+	}
+	return w
+}
+
+func (w *podWatch) wakeup(name string) chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch, ok := w.wake[name]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		w.wake[name] = ch
+	}
+	return ch
+}
+
+func (w *podWatch) get(name string) (*corev1.Pod, error) { return w.lister.Get(name) }
+
+// checkResult is a podCheck's verdict: done, or why not; pollLinks asks for a re-check in
+// benchLinkPoll even without a pod change (the API side is done, the netns is not yet).
+type checkResult struct {
+	done      bool
+	pollLinks bool
+	why       string
+}
+
+type podCheck func(pod *corev1.Pod, p benchPod) checkResult
+
+// waitEach waits until check passes for every pod and returns, per pod, when it was seen passing.
+func (w *podWatch) waitEach(ctx context.Context, pods []benchPod, check podCheck) ([]time.Time, error) {
+	done := make([]time.Time, len(pods))
+	errs := make([]error, len(pods))
+	var wg sync.WaitGroup
+	for i, p := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wake := w.wakeup(p.Name)
+			var why string
+			for {
+				// Events are the fast path; the slow poll only guards against a lost one.
+				poll := time.Second
+				if pod, err := w.get(p.Name); err != nil {
+					why = err.Error()
+				} else {
+					r := check(pod, p)
+					if r.done {
+						done[i] = time.Now()
+						return
+					}
+					why = r.why
+					if r.pollLinks {
+						poll = benchLinkPoll
+					}
+				}
+				timer := time.NewTimer(poll)
+				select {
+				case <-wake:
+				case <-timer.C:
+				case <-ctx.Done():
+					timer.Stop()
+					errs[i] = fmt.Errorf("pod %s: %s", p.Name, why)
+					return
+				}
+				timer.Stop()
+			}
+		}()
+	}
+	wg.Wait()
+	return done, errors.Join(errs...)
+}
+
+func runningCheck(pod *corev1.Pod, _ benchPod) checkResult {
+	if pod.Status.Phase != corev1.PodRunning {
+		return checkResult{why: "phase " + string(pod.Status.Phase)}
+	}
+	if !podReady(pod) {
+		return checkResult{why: "not ready"}
+	}
+	return checkResult{done: true}
+}
+
+// pluggedCheck passes once network-status lists every interface of want (interface -> network
+// "ns/name") as that network and the pod's netns has all of them up.
+func pluggedCheck(want map[string]string) podCheck {
+	return func(pod *corev1.Pod, p benchPod) checkResult {
+		statuses, err := secondaryStatus(pod)
+		if err != nil {
+			return checkResult{why: err.Error()}
+		}
+		for iface, network := range want {
+			st, ok := statuses[iface]
+			if !ok || st.Name != network {
+				return checkResult{why: fmt.Sprintf("network-status has no %s as %s", iface, network)}
+			}
+		}
+		links, err := netnsLinks(p.Sandbox.NetNS)
+		if err != nil {
+			return checkResult{pollLinks: true, why: err.Error()}
+		}
+		for iface := range want {
+			if l, ok := links[iface]; !ok || !l.Up {
+				return checkResult{pollLinks: true, why: fmt.Sprintf("link %s not up in the netns (links %v)", iface, linkNames(links))}
+			}
+		}
+		return checkResult{done: true}
+	}
+}
+
+// unpluggedCheck passes once neither network-status nor the netns has any interface of want.
+func unpluggedCheck(want map[string]string) podCheck {
+	return func(pod *corev1.Pod, p benchPod) checkResult {
+		statuses, err := secondaryStatus(pod)
+		if err != nil {
+			return checkResult{why: err.Error()}
+		}
+		for iface := range want {
+			if _, ok := statuses[iface]; ok {
+				return checkResult{why: "network-status still lists " + iface}
+			}
+		}
+		links, err := netnsLinks(p.Sandbox.NetNS)
+		if err != nil {
+			return checkResult{pollLinks: true, why: err.Error()}
+		}
+		for iface := range want {
+			if _, ok := links[iface]; ok {
+				return checkResult{pollLinks: true, why: "link " + iface + " still in the netns"}
+			}
+		}
+		return checkResult{done: true}
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process cost from /proc.
+
+// procSample is one reading of a process, and of the host's CPU counters.
+type procSample struct {
+	at              time.Time
+	cpuTicks        uint64 // utime + stime
+	rssKiB, hwmKiB  uint64 // VmRSS, VmHWM (peak RSS since the process started)
+	anonKiB         uint64 // RssAnon: heap, stacks; the rest of VmRSS is mostly the binary's pages
+	hostBusy, total uint64 // /proc/stat "cpu" line: non-idle and all ticks, over all CPUs
+	multusTicks     uint64
+}
+
+// processMonitor reads the netplug-controller process of the node's netplug pod (and, for
+// context, the Multus daemon and the host's CPU counters).
+type processMonitor struct {
+	pid, multusPID int
+	startTicks     string
+	podUID         types.UID
+	restarts       int32
+}
+
+func newProcessMonitor(t *testing.T) (*processMonitor, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	pod, err := fw.netplugPod(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := containerProcesses(pod.UID, "netplug-controller")
+	if err != nil {
+		return nil, fmt.Errorf("scanning /proc: %w", err)
+	}
+	if len(pids) != 1 {
+		return nil, fmt.Errorf("found %d netplug-controller processes in pod %s (%v), want 1", len(pids), pod.Name, pids)
+	}
+	ticks, err := startTicks(pids[0])
+	if err != nil {
+		return nil, err
+	}
+	m := &processMonitor{pid: pids[0], startTicks: ticks, podUID: pod.UID, restarts: restarts(pod)}
+	if d, err := fw.findMultusDaemon(); err == nil {
+		m.multusPID = d.pid
+	} else {
+		t.Logf("Multus daemon CPU not measured: %v", err)
+	}
+	t.Logf("measuring netplug-controller pid %d (pod %s)", m.pid, pod.Name)
+	return m, nil
+}
+
+func (m *processMonitor) sample() (procSample, error) {
+	s := procSample{at: time.Now()}
+	ticks, err := startTicks(m.pid)
+	if err != nil || ticks != m.startTicks {
+		return s, fmt.Errorf("netplug-controller pid %d is gone: it restarted or crashed", m.pid)
+	}
+	if s.cpuTicks, err = cpuTicks(m.pid); err != nil {
+		return s, err
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.pid))
+	if err != nil {
+		return s, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		key, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest) // "12345 kB"
+		if len(fields) == 0 {
+			continue
+		}
+		v, _ := strconv.ParseUint(fields[0], 10, 64)
+		switch key {
+		case "VmRSS":
+			s.rssKiB = v
+		case "VmHWM":
+			s.hwmKiB = v
+		case "RssAnon":
+			s.anonKiB = v
+		}
+	}
+	if m.multusPID > 0 {
+		s.multusTicks, _ = cpuTicks(m.multusPID)
+	}
+	s.hostBusy, s.total = hostCPU()
+	return s, nil
+}
+
+// cpuTicks is utime + stime of the process (fields 14 and 15 of /proc/PID/stat).
+func cpuTicks(pid int) (uint64, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	fields := strings.Fields(string(stat[i+1:])) // fields[0] is field 3, the state
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseUint(fields[11], 10, 64)
+	stime, err2 := strconv.ParseUint(fields[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return utime + stime, nil
+}
+
+// hostCPU returns the busy and total ticks of all CPUs from /proc/stat (0, 0 if unreadable).
+func hostCPU() (busy, total uint64) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 5 || fields[0] != "cpu" {
+		return 0, 0
+	}
+	// user nice system idle iowait irq softirq steal; guest time is already counted in user.
+	for i, f := range fields[1:min(len(fields), 9)] {
+		v, _ := strconv.ParseUint(f, 10, 64)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
+}
+
+func kib2mib(k uint64) float64 { return round2(float64(k) / 1024) }
+
+// phaseCost is what netplug-controller spent during one phase of the bench.
+type phaseCost struct {
+	Phase       string  `json:"phase"`
+	WallS       float64 `json:"wall_s"`
+	CPUS        float64 `json:"cpu_s"`
+	CPUPercent  float64 `json:"cpu_percent_of_one_core"`
+	RSSStartMiB float64 `json:"rss_start_mib"`
+	RSSEndMiB   float64 `json:"rss_end_mib"`
+	RSSPeakMiB  float64 `json:"rss_peak_sampled_mib"`
+	HWMMiB      float64 `json:"vmhwm_mib"`
+	// AnonPeakMiB is the sampled peak of RssAnon: what the controller allocates, without the
+	// file-backed pages of its executable that VmRSS also counts.
+	AnonPeakMiB float64 `json:"rss_anon_peak_sampled_mib"`
+	// For context: the Multus daemon's CPU and the whole host's (2 cores = 200%).
+	MultusCPUS     float64       `json:"multus_cpu_s"`
+	HostCPUPercent float64       `json:"host_cpu_percent"`
+	Metrics        *metricsDelta `json:"netplug_metrics,omitempty"`
+}
+
+// measure runs fn as the named phase and records netplug's CPU and memory over it; the RSS is
+// sampled every 100 ms for the phase's peak. A controller that restarted fails the test.
+func (b *bench) measure(t *testing.T, res *benchResult, name string, fn func()) (cost *phaseCost) {
+	t.Helper()
+	if b.mon == nil {
+		fn()
+		return nil
+	}
+	before, err := b.mon.sample()
+	if err != nil {
+		t.Fatalf("before %s: %v", name, err)
+	}
+	metricsBefore := scrapeMetrics()
+	peak, anonPeak := before.rssKiB, before.anonKiB
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if s, err := b.mon.sample(); err == nil {
+					peak, anonPeak = max(peak, s.rssKiB), max(anonPeak, s.anonKiB)
+				}
+			}
+		}
+	}()
+	defer func() {
+		// Also when fn fails the test: the phase's figures still explain what happened.
+		close(stop)
+		<-sampled
+		after, err := b.mon.sample()
+		if err != nil {
+			t.Errorf("after %s: %v\n%s", name, err, b.controllerLogs())
+			return
+		}
+		peak, anonPeak = max(peak, after.rssKiB), max(anonPeak, after.anonKiB)
+		wall := after.at.Sub(before.at).Seconds()
+		cpu := float64(after.cpuTicks-before.cpuTicks) / clockTicks
+		p := &phaseCost{
+			Phase: name, WallS: round2(wall), CPUS: round2(cpu), CPUPercent: round2(100 * cpu / wall),
+			RSSStartMiB: kib2mib(before.rssKiB), RSSEndMiB: kib2mib(after.rssKiB), RSSPeakMiB: kib2mib(peak),
+			HWMMiB: kib2mib(after.hwmKiB), AnonPeakMiB: kib2mib(anonPeak),
+			MultusCPUS: round2(float64(after.multusTicks-before.multusTicks) / clockTicks),
+		}
+		if dt := after.total - before.total; dt > 0 {
+			// /proc/stat sums all CPUs; 100% is one core busy.
+			p.HostCPUPercent = round2(100 * float64(after.hostBusy-before.hostBusy) / float64(dt) * float64(numCPU()))
+		}
+		p.Metrics = metricsBefore.delta(scrapeMetrics())
+		res.addPhase(p)
+		cost = p
+	}()
+	fn()
+	return cost
+}
+
+func numCPU() int { return runtime.NumCPU() }
+
+// controllerLogs is the tail of netplug's logs, for a failure that involves the controller.
+func (b *bench) controllerLogs() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return "--- netplug logs\n" + fw.netplugLogs(ctx, 150)
+}
+
+// ---------------------------------------------------------------------------------------------
+// netplug's own metrics, before and after a phase: where its time went.
+
+// promSnapshot maps "name{labels}" to the value of every sample of one /metrics scrape; nil when
+// netplug's /metrics could not be read (the figures are then left out, nothing fails).
+type promSnapshot map[string]float64
+
+func scrapeMetrics() promSnapshot {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, netplugMetricsURL, nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	snap := promSnapshot{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			snap[line[:i]] = v
+		}
+	}
+	return snap
+}
+
+// sum adds the samples of metric name whose labels include every one of labels (`k="v"`).
+func (p promSnapshot) sum(name string, labels ...string) float64 {
+	var total float64
+	for series, v := range p {
+		n, lbls, _ := strings.Cut(series, "{")
+		if n != name {
+			continue
+		}
+		matches := true
+		for _, l := range labels {
+			matches = matches && strings.Contains(lbls, l)
+		}
+		if matches {
+			total += v
+		}
+	}
+	return total
+}
+
+// metricsDelta is what netplug's histograms recorded during a phase.
+type metricsDelta struct {
+	Adds           int     `json:"delegate_adds"`
+	AddAvgMs       float64 `json:"delegate_add_avg_ms"`
+	Dels           int     `json:"delegate_dels"`
+	DelAvgMs       float64 `json:"delegate_del_avg_ms"`
+	Reconciles     int     `json:"reconciles"`
+	ReconcileAvgMs float64 `json:"reconcile_avg_ms"`
+	QueueWaitAvgMs float64 `json:"queue_wait_avg_ms"`
+	Failures       int     `json:"failures"`
+}
+
+func (p promSnapshot) delta(after promSnapshot) *metricsDelta {
+	if p == nil || after == nil {
+		return nil
+	}
+	diff := func(name string, labels ...string) float64 {
+		return after.sum(name, labels...) - p.sum(name, labels...)
+	}
+	avg := func(histogram string, labels ...string) (int, float64) {
+		n := diff(histogram+"_count", labels...)
+		if n <= 0 {
+			return 0, 0
+		}
+		return int(n), round2(1000 * diff(histogram+"_sum", labels...) / n)
+	}
+	m := &metricsDelta{}
+	m.Adds, m.AddAvgMs = avg("netplug_plug_duration_seconds", `operation="add"`)
+	m.Dels, m.DelAvgMs = avg("netplug_plug_duration_seconds", `operation="del"`)
+	m.Reconciles, m.ReconcileAvgMs = avg("netplug_reconcile_duration_seconds")
+	_, m.QueueWaitAvgMs = avg("netplug_workqueue_queue_duration_seconds", `name="pods"`)
+	m.Failures = int(diff("netplug_failures_total"))
+	return m
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 6: the report, as Markdown on stdout and JSON in BENCH_OUT.
+
+const (
+	targetBurstRatio    = 1.5
+	targetSingleDeltaMs = 50
+	targetRSSMiB        = 50
+	targetIdleCPU       = 1.0 // % of one core: "~0"
+)
+
+func (b *bench) report(t *testing.T, res *benchResult) {
+	md := res.markdown()
+	fmt.Print("\n" + md + "\n")
+	raw, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		t.Errorf("encoding the results: %v", err)
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(res.Params.Out), 0o755); err != nil {
+		t.Errorf("writing the results: %v", err)
+		return
+	}
+	if err := os.WriteFile(res.Params.Out, append(raw, '\n'), 0o644); err != nil {
+		t.Errorf("writing the results: %v", err)
+		return
+	}
+	t.Logf("results written to %s", res.Params.Out)
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "**MISSED**"
+}
+
+func fmtStats(s *latencyStats) string {
+	if s == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f / %.0f / %.0f / %.0f ms", s.P50Ms, s.P95Ms, s.P99Ms, s.MaxMs)
+}
+
+func fmtBurst(s *latencyStats) string {
+	if s == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f s", s.BurstMs/1000)
+}
+
+func fmtP50(s *latencyStats) string {
+	if s == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f ms", s.P50Ms)
+}
+
+// markdown renders every figure the run produced; parts that did not run are left out.
+func (r *benchResult) markdown() string {
+	var sb strings.Builder
+	row := func(cells ...string) { sb.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
+	n, k := r.Params.Pods, r.Params.Ifaces
+	fmt.Fprintf(&sb, "### netplug bench: %d pods × %d interfaces, node %s, %d netplug workers (raw parallelism), %s%s\n\n",
+		n, k, r.Node, r.Workers, r.Started, map[bool]string{true: " — RUN FAILED, figures incomplete", false: ""}[r.Failed])
+	row("metric", "netplug", "raw /delegate", "netplug vs raw", "target")
+	row("---", "---", "---", "---", "---")
+	if r.PlugBurst != nil {
+		cmp, target := "–", "≤ 1.5×"
+		if r.RawAdd != nil {
+			cmp = fmt.Sprintf("%.2f×", r.BurstRatio)
+			target += " " + verdict(r.BurstRatio <= targetBurstRatio)
+		}
+		row(fmt.Sprintf("plug burst %d×%d: first patch → last pod done", n, k), fmtBurst(r.PlugBurst), fmtBurst(r.RawAdd), cmp, target)
+		row("plug per pod p50 / p95 / p99 / max ¹", fmtStats(r.PlugBurst), fmtStats(r.RawAdd), "", "")
+	}
+	if r.UnplugBurst != nil {
+		cmp := "–"
+		if r.RawDel != nil {
+			cmp = fmt.Sprintf("%.2f×", r.UnplugBurstRatio)
+		}
+		row(fmt.Sprintf("unplug burst %d×%d", n, k), fmtBurst(r.UnplugBurst), fmtBurst(r.RawDel), cmp, "")
+		row("unplug per pod p50 / p95 / p99 / max ¹", fmtStats(r.UnplugBurst), fmtStats(r.RawDel), "", "")
+	}
+	if r.SinglePlug != nil {
+		cmp, target := "–", "≤ raw + 50 ms"
+		if r.SingleRawAdd != nil {
+			cmp = fmt.Sprintf("%+.1f ms (%.2f×)", r.SingleP50DeltaMs, r.SingleP50Ratio)
+			target += " " + verdict(r.SingleP50DeltaMs <= targetSingleDeltaMs)
+		}
+		row(fmt.Sprintf("single plug p50 (1 pod, 1 iface, %d×)", r.SinglePlug.Count), fmtP50(r.SinglePlug), fmtP50(r.SingleRawAdd), cmp, target)
+		row("single plug p50 / p95 / p99 / max", fmtStats(r.SinglePlug), fmtStats(r.SingleRawAdd), "", "")
+		cmp = "–"
+		if r.SingleRawDel != nil {
+			cmp = fmt.Sprintf("%+.1f ms", r.SingleUnplugP50DeltaMs)
+		}
+		row("single unplug p50", fmtP50(r.SingleUnplug), fmtP50(r.SingleRawDel), cmp, "")
+	}
+	if p := r.phase(fmt.Sprintf("netplug plug burst %dx%d", n, k)); p != nil {
+		row("netplug CPU per plugged interface (burst)", fmt.Sprintf("%.1f ms", 1000*p.CPUS/float64(n*k)), "", "", "")
+	}
+	sb.WriteString("\n¹ netplug: from the pod's own patch until network-status lists all its interfaces and they are up in its netns. " +
+		"raw: from the burst's start until the pod's last /delegate call returned.\n\n")
+
+	if len(r.Phases) > 0 {
+		sb.WriteString("netplug-controller by phase (CPU from /proc/PID/stat, RSS sampled every 100 ms; VmHWM is the process's lifetime peak; " +
+			"host CPU: 100% = one core busy)\n\n")
+		row("phase", "wall", "netplug CPU", "% of a core", "RSS start / end / peak", "RssAnon peak", "VmHWM", "Multus CPU", "host CPU",
+			"netplug ADD / DEL avg", "reconcile avg", "queue wait avg")
+		row("---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:")
+		for _, p := range r.Phases {
+			addDel, rec, queue := "–", "–", "–"
+			if m := p.Metrics; m != nil {
+				addDel = fmt.Sprintf("%.1f ms ×%d / %.1f ms ×%d", m.AddAvgMs, m.Adds, m.DelAvgMs, m.Dels)
+				rec = fmt.Sprintf("%.1f ms ×%d", m.ReconcileAvgMs, m.Reconciles)
+				queue = fmt.Sprintf("%.1f ms", m.QueueWaitAvgMs)
+			}
+			row(p.Phase, fmt.Sprintf("%.2f s", p.WallS), fmt.Sprintf("%.2f s", p.CPUS), fmt.Sprintf("%.1f%%", p.CPUPercent),
+				fmt.Sprintf("%.1f / %.1f / %.1f MiB", p.RSSStartMiB, p.RSSEndMiB, p.RSSPeakMiB), fmt.Sprintf("%.1f MiB", p.AnonPeakMiB),
+				fmt.Sprintf("%.1f MiB", p.HWMMiB),
+				fmt.Sprintf("%.2f s", p.MultusCPUS), fmt.Sprintf("%.0f%%", p.HostCPUPercent), addDel, rec, queue)
+		}
+		sb.WriteString("\n")
+	}
+
+	if sc := r.Scale; sc != nil {
+		fmt.Fprintf(&sb, "Scale: %d pods bound to fake node %s (created in %.1f s) + %d running local pods (ready in %.1f s)\n\n",
+			sc.FakePods, benchFakeNode, sc.FakeCreateMs/1000, sc.LocalPods, sc.LocalReadyMs/1000)
+		row("metric", "value", "target")
+		row("---", "---", "---")
+		row("netplug RSS before the scale part", fmt.Sprintf("%.1f MiB", sc.BaselineRSSMiB), "")
+		if p := sc.Idle; p != nil {
+			row(fmt.Sprintf("netplug RSS idle with %d+%d pods (end / peak)", sc.FakePods, sc.LocalPods),
+				fmt.Sprintf("%.1f / %.1f MiB", p.RSSEndMiB, p.RSSPeakMiB), fmt.Sprintf("≤ %d MiB %s", targetRSSMiB, verdict(p.RSSPeakMiB <= targetRSSMiB)))
+			row("of which anonymous (RssAnon peak; the rest is the executable's pages)", fmt.Sprintf("%.1f MiB", p.AnonPeakMiB), "")
+			row(fmt.Sprintf("netplug CPU idle over %.0f s", p.WallS), fmt.Sprintf("%.2f s (%.2f%% of a core)", p.CPUS, p.CPUPercent),
+				fmt.Sprintf("~0 (≤ %.0f%%) %s", targetIdleCPU, verdict(p.CPUPercent <= targetIdleCPU)))
+		}
+		if sc.Burst != nil {
+			row(fmt.Sprintf("plug burst %d×1: first patch → last pod done", sc.LocalPods), fmtBurst(sc.Burst), "")
+			row("plug per pod p50 / p95 / p99 / max", fmtStats(sc.Burst), "")
+		}
+		if p := sc.BurstCost; p != nil {
+			row("netplug CPU during the burst", fmt.Sprintf("%.2f s (%.1f%% of a core)", p.CPUS, p.CPUPercent), "")
+			row("netplug RSS peak during the burst / VmHWM", fmt.Sprintf("%.1f / %.1f MiB", p.RSSPeakMiB, p.HWMMiB),
+				fmt.Sprintf("≤ %d MiB %s", targetRSSMiB, verdict(p.RSSPeakMiB <= targetRSSMiB)))
+		}
+		if sc.UnplugBurst != nil {
+			row(fmt.Sprintf("unplug burst %d×1", sc.LocalPods), fmtBurst(sc.UnplugBurst), "")
+		}
+		sb.WriteString("\n")
+	}
+	for _, note := range r.Notes {
+		sb.WriteString("- " + note + "\n")
+	}
+	return sb.String()
+}
