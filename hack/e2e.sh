@@ -5,7 +5,7 @@
 #
 # env: KEEP_CLUSTER=1   leave the cluster running afterwards
 #      ARTIFACTS=DIR    where logs of a failed run go (default: _out/e2e-artifacts in the repo)
-#      E2E_ARGS="..."   extra `go test` arguments, e.g. E2E_ARGS='-run TestHotplug'
+#      E2E_ARGS="..."   extra `go test` arguments, e.g. E2E_ARGS='-run TestNetplug/01'
 set -euo pipefail
 HACK=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HACK")
@@ -13,56 +13,10 @@ ROOT=$(dirname "$HACK")
 source "$HACK/lib.sh"
 # shellcheck source=hack/cluster/common.sh
 source "$HACK/cluster/common.sh"
+# shellcheck source=hack/cluster/session.sh
+source "$HACK/cluster/session.sh"
 
-T0=$(now_ms)
-ARTIFACTS=${ARTIFACTS:-$ROOT/_out/e2e-artifacts}
-
-# dump_diagnostics: what a failed run needs to be understood, printed while the cluster still exists.
-dump_diagnostics() {
-  local pod
-  log "----- netplug controller logs (namespace netplug-system)"
-  if [ -f "$ADMIN_KUBECONFIG" ]; then
-    kubectl --kubeconfig "$ADMIN_KUBECONFIG" -n netplug-system get pods -o wide 2>&1 || true
-    for pod in $(kubectl --kubeconfig "$ADMIN_KUBECONFIG" -n netplug-system get pods -o name 2>/dev/null); do
-      log "--- $pod"
-      kubectl --kubeconfig "$ADMIN_KUBECONFIG" -n netplug-system logs "$pod" --all-containers --tail=300 2>&1 || true
-    done
-    kubectl --kubeconfig "$ADMIN_KUBECONFIG" get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 50 || true
-  fi
-  log "----- multus-daemon log (tail)"
-  tail -n 150 "$LOG_DIR/multus-daemon.log" 2>/dev/null || true
-  log "----- kubelet log (tail)"
-  tail -n 100 "$LOG_DIR/kubelet.log" 2>/dev/null || true
-  if [ -d "$LOG_DIR" ]; then
-    mkdir -p "$ARTIFACTS"
-    cp -r "$LOG_DIR"/. "$ARTIFACTS/"
-    log "all cluster logs copied to $ARTIFACTS"
-  fi
-}
-
-on_exit() {
-  local rc=$?
-  set +e
-  [ "$rc" = 0 ] || dump_diagnostics
-  if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
-    log "KEEP_CLUSTER=1: cluster left running; stop it with: make cluster-down"
-  else
-    "$HACK/cluster-down.sh"
-  fi
-  log "e2e $([ "$rc" = 0 ] && echo PASSED || echo "FAILED (exit $rc)") in $(fmt_ms $(( $(now_ms) - T0 )))"
-  exit "$rc"
-}
-trap on_exit EXIT
-
-"$HACK/cluster-up.sh"
-set -a
-# shellcheck source=/dev/null
-source "$ENV_FILE"
-set +a
-
-cd "$ROOT"
-make image
-make deploy OVERLAY=local
+cluster_session e2e
 
 # shellcheck disable=SC2086 # E2E_ARGS is a list of go test arguments
 go test -tags e2e -count=1 -timeout 40m -v ./e2e/... ${E2E_ARGS:-}
