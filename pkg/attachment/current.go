@@ -16,6 +16,8 @@ type Record struct {
 	Network    string
 	Interface  string
 	Attributes Attributes
+	// Uncertain: an ADD or DEL of the interface was started and its outcome not recorded.
+	Uncertain bool
 }
 
 // ParseNetworkStatus parses the value of k8s.v1.cni.cncf.io/network-status; "" is no entries.
@@ -51,7 +53,7 @@ func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 			ObservedIPs: s.IPs, ObservedMAC: s.Mac, Confirmed: true,
 		}
 		if r, ok := byInterface[s.Interface]; ok && r.Namespace == ns && r.Network == name {
-			a.Attributes, a.AttributesKnown = r.Attributes, true
+			a.Attributes, a.AttributesKnown, a.Uncertain = r.Attributes, true, r.Uncertain
 		}
 		out = append(out, a)
 	}
@@ -62,7 +64,7 @@ func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 		seen[r.Interface] = true
 		out = append(out, Attachment{
 			Namespace: r.Namespace, Network: r.Network, Interface: r.Interface, Index: -1,
-			Attributes: r.Attributes, AttributesKnown: true,
+			Attributes: r.Attributes, AttributesKnown: true, Uncertain: r.Uncertain,
 		})
 	}
 	return out

@@ -24,6 +24,7 @@ func TestCurrent(t *testing.T) {
 		{"name":"ns/mv","interface":"net2"},
 		{"name":"no-namespace","interface":"net3"},
 		{"name":"ns/nointerface"},
+		{"name":"ns/br","interface":"net6"},
 		{"name":"ns/br","interface":"net1"}]`)
 	if err != nil {
 		t.Fatal(err)
@@ -32,24 +33,30 @@ func TestCurrent(t *testing.T) {
 		{Namespace: "ns", Network: "mv", Interface: "net2", Attributes: Attributes{MAC: "02:00:00:00:00:09"}},
 		{Namespace: "ns", Network: "other", Interface: "net1"}, // stale: net1 is ns/br now
 		{Namespace: "ns", Network: "br", Interface: "net5", Attributes: Attributes{IPs: []string{"10.0.0.5/24"}}},
+		{Namespace: "ns", Network: "br", Interface: "net6", Uncertain: true},
+		{Namespace: "ns", Network: "br", Interface: "net7", Uncertain: true},
 	}
 	got := Current(status, records)
 	want := []struct {
 		key                  string
 		known, confirmed     bool
+		uncertain            bool
 		mac                  string
 		observedIPs, observe int
 	}{
 		{key: "ns/br/net1", known: false, confirmed: true},
 		{key: "ns/mv/net2", known: true, confirmed: true, mac: "02:00:00:00:00:09"},
+		{key: "ns/br/net6", known: true, confirmed: true, uncertain: true},
 		{key: "ns/br/net5", known: true, confirmed: false},
+		{key: "ns/br/net7", known: true, confirmed: false, uncertain: true},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d attachments %+v, want %d", len(got), got, len(want))
 	}
 	for i, w := range want {
 		g := got[i]
-		if g.Key() != w.key || g.AttributesKnown != w.known || g.Confirmed != w.confirmed || g.Attributes.MAC != w.mac {
+		if g.Key() != w.key || g.AttributesKnown != w.known || g.Confirmed != w.confirmed || g.Attributes.MAC != w.mac ||
+			g.Uncertain != w.uncertain {
 			t.Errorf("attachment %d = %+v, want %+v", i, g, w)
 		}
 		if g.Index != -1 {

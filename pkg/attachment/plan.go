@@ -25,9 +25,10 @@ func (p Plan) Empty() bool { return len(p.Adds) == 0 && len(p.Removes) == 0 && l
 
 // AssignInterfaces names the desired attachments that have no interface, stably, so that the
 // same element maps to the same interface on every reconcile:
-//  1. an unnamed element takes the interface of a current attachment of the same network with
-//     the same attributes, then of the same network with any attributes (a replug), never one
-//     that a named element claims;
+//  1. an unnamed element takes the netN interface of a current attachment of the same network
+//     with the same attributes, then of the same network with any attributes (a replug), never
+//     one that a named element claims. An interface the user named (not netN) is never adopted:
+//     an unnamed element gets a netN, as Multus names them at pod creation;
 //  2. the rest take the lowest netN (N >= 1) that no element and no current attachment uses.
 func AssignInterfaces(desired, current []Attachment) []Attachment {
 	out := slices.Clone(desired)
@@ -44,7 +45,8 @@ func AssignInterfaces(desired, current []Attachment) []Attachment {
 				continue
 			}
 			for _, c := range current {
-				if taken[c.Interface] || used[c.Interface] || c.NetworkName() != out[i].NetworkName() || !same(out[i], c) {
+				if taken[c.Interface] || used[c.Interface] || !isGeneratedName(c.Interface) ||
+					c.NetworkName() != out[i].NetworkName() || !same(out[i], c) {
 					continue
 				}
 				out[i].Interface = c.Interface
@@ -76,6 +78,21 @@ func AssignInterfaces(desired, current []Attachment) []Attachment {
 	return out
 }
 
+// isGeneratedName reports whether iface has the form of a generated name: "net" and a number
+// without leading zeros, N >= 1.
+func isGeneratedName(iface string) bool {
+	n, ok := strings.CutPrefix(iface, "net")
+	if !ok || n == "" || n[0] == '0' {
+		return false
+	}
+	for _, r := range n {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // Diff computes the plan from named desired attachments to current ones. With holdRemovals
 // (the selection had problems) nothing attached is removed.
 func Diff(desired, current []Attachment, holdRemovals bool) Plan {
@@ -91,7 +108,7 @@ func Diff(desired, current []Attachment, holdRemovals bool) Plan {
 		switch {
 		case !attached:
 			p.Adds = append(p.Adds, d)
-		case c.NetworkName() != d.NetworkName(), !c.Confirmed, attributesChanged(d, c):
+		case c.NetworkName() != d.NetworkName(), !c.Confirmed, c.Uncertain, attributesChanged(d, c):
 			p.Replugs = append(p.Replugs, Replug{Old: c, New: d})
 		}
 	}

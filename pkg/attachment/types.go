@@ -27,6 +27,10 @@ type Attachment struct {
 	// Confirmed is false for an attachment netplug recorded before an ADD whose result never
 	// reached network-status (e.g. the controller died in between): it may or may not exist.
 	Confirmed bool
+	// Uncertain is true for an attachment whose last ADD or DEL was started and never
+	// confirmed (it failed, or the controller or Multus died during it): the link may be gone,
+	// half gone, or another than the one network-status describes, so keeping it means a replug.
+	Uncertain bool
 }
 
 // Attributes are the per-interface requests of a selection element that change what the CNI

@@ -1,6 +1,8 @@
 // Package checkpoint keeps, on the node, what netplug needs to unplug an interface exactly as it
 // plugged it: the sandbox, netns, CNI config and requested attributes. An entry is written before
-// each ADD and removed after a successful DEL, so it outlives the pod, the NAD and the controller.
+// each ADD and marked in flight until the outcome is recorded, marked again before each DEL and
+// removed after a successful DEL, so it outlives the pod, the NAD and the controller, and an
+// interrupted ADD or DEL is never mistaken for a known interface.
 package checkpoint
 
 import (
@@ -29,11 +31,23 @@ type Entry struct {
 	Interface    string                `json:"interface"`
 	Config       json.RawMessage       `json:"config"` // the CNI config sent with the ADD
 	Attributes   attachment.Attributes `json:"attributes"`
+	// InFlight is set before an ADD (InFlightAdd) or a DEL (InFlightDel) and cleared once the
+	// outcome is recorded (network-status written after an ADD; the entry deleted after a DEL).
+	// An entry still in flight is an interface in an unknown state: the operation failed or
+	// was cut short by a crash of netplug or Multus.
+	InFlight string `json:"inFlight,omitempty"`
 }
+
+// The operations an entry can be in flight for.
+const (
+	InFlightAdd = "ADD"
+	InFlightDel = "DEL"
+)
 
 // Record is the entry as the planner sees it.
 func (e Entry) Record() attachment.Record {
-	return attachment.Record{Namespace: e.Namespace, Network: e.Network, Interface: e.Interface, Attributes: e.Attributes}
+	return attachment.Record{Namespace: e.Namespace, Network: e.Network, Interface: e.Interface,
+		Attributes: e.Attributes, Uncertain: e.InFlight != ""}
 }
 
 // Store is a directory of entries: <dir>/<pod UID>/<interface>.json.
@@ -41,12 +55,31 @@ type Store struct {
 	dir string
 }
 
-// New opens (creating if needed) the store in dir.
+// New opens (creating if needed) the store in dir. Temporary files a crashed process left
+// behind are removed, with the pod directories they leave empty: only one controller runs per
+// node, so none of them is being written.
 func New(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating checkpoint directory %s: %w", dir, err)
 	}
-	return &Store{dir: dir}, nil
+	s := &Store{dir: dir}
+	pods, err := s.Pods()
+	if err != nil {
+		return nil, err
+	}
+	for _, uid := range pods {
+		s.removeTempFiles(filepath.Join(dir, uid))
+		_ = os.Remove(filepath.Join(dir, uid)) // only succeeds when empty
+	}
+	return s, nil
+}
+
+// removeTempFiles removes the ".tmp-*" files of an interrupted Save from a pod's directory.
+func (s *Store) removeTempFiles(podDir string) {
+	tmps, _ := filepath.Glob(filepath.Join(podDir, ".tmp-*"))
+	for _, t := range tmps {
+		_ = os.Remove(t)
+	}
 }
 
 // uidPattern admits Kubernetes UIDs (and test UIDs) but never a path separator or "..".
@@ -110,7 +143,11 @@ func (s *Store) Delete(podUID, iface string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("deleting checkpoint %s: %w", p, err)
 	}
-	// Only succeeds when empty, which is the point.
+	// The pod's last entry gone: so goes what a crash in the middle of a Save left, and the
+	// directory (removing it only succeeds when empty, which is the point).
+	if entries, _ := filepath.Glob(filepath.Join(filepath.Dir(p), "*.json")); len(entries) == 0 {
+		s.removeTempFiles(filepath.Dir(p))
+	}
 	_ = os.Remove(filepath.Dir(p))
 	return nil
 }

@@ -103,3 +103,51 @@ func TestNewFailsOnUnusableDirectory(t *testing.T) {
 		t.Fatal("New under a file succeeded")
 	}
 }
+
+// A crash between creating a Save's temporary file and renaming it leaves the file behind: the
+// next start removes it, and so does deleting the pod's last entry, so no pod directory stays.
+func TestTempFilesOfACrashedSaveAreRemoved(t *testing.T) {
+	dir := t.TempDir()
+	leftover := func(uid string) string {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(dir, uid), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, uid, ".tmp-123")
+		if err := os.WriteFile(p, []byte("{"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	crashed := leftover("uid-crashed")
+	s, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(crashed); !os.IsNotExist(err) {
+		t.Fatalf("temporary file survived New: %v", err)
+	}
+	if pods, _ := s.Pods(); len(pods) != 0 {
+		t.Fatalf("pods %v after New, want none", pods)
+	}
+
+	if err := s.Save(Entry{PodUID: "uid-1", Interface: "net1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(Entry{PodUID: "uid-1", Interface: "net2"}); err != nil {
+		t.Fatal(err)
+	}
+	tmp := leftover("uid-1")
+	if err := s.Delete("uid-1", "net1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatalf("temporary file removed while the pod still has entries: %v", err)
+	}
+	if err := s.Delete("uid-1", "net2"); err != nil {
+		t.Fatal(err)
+	}
+	if pods, _ := s.Pods(); len(pods) != 0 {
+		t.Fatalf("pods %v after deleting the last entry, want none", pods)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/netplug/netplug/pkg/checkpoint"
 	"github.com/netplug/netplug/pkg/cri"
 	"github.com/netplug/netplug/pkg/multus"
 	"github.com/netplug/netplug/pkg/status"
@@ -106,6 +107,38 @@ func TestAttributeChangeIsAReplug(t *testing.T) {
 		t.Fatalf("calls %v\nwant  %v", got, want)
 	}
 	e.expectEvent(ReasonReplugged)
+}
+
+// netplug dies between the ADD of a replug and the status write (the kubelet restarts it after
+// a Multus restart): network-status still describes the old link. The restarted controller must
+// not take that entry for the new link (the soak found a pod whose network-status kept the old
+// MAC for minutes); the in-flight checkpoint makes it replug and record the new result.
+func TestReplugInterruptedBeforeTheStatusWriteIsRepluggedAgain(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", `[{"name":"a","interface":"net1","ips":["10.1.0.5/24"]}]`)}, nads("ns/a"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if isStatusPatch(a) {
+			return true, nil, apierrors.NewServiceUnavailable("down")
+		}
+		return false, nil, nil
+	})
+	e.annotate("ns", "p", `[{"name":"a","interface":"net1","ips":["10.1.0.6/24"]}]`)
+	e.eventually("the replug's ADD", func() bool { return len(e.delegate.callLog()) >= 3 })
+	e.shutdown()
+	e.kube.ReactionChain = e.kube.ReactionChain[1:]
+	e.start()
+	netns := sandboxFor("uid-p").NetNS
+	e.eventually("the status and the link agree on the new address", func() bool {
+		e.delegate.mu.Lock()
+		link := e.delegate.links[netns]["net1"]
+		e.delegate.mu.Unlock()
+		return slices.Equal(link.IPs, []string{"10.1.0.6/24"}) &&
+			strings.Contains(e.pod("ns", "p").Annotations[nadv1.NetworkStatusAnnot], `"10.1.0.6"`)
+	})
+	e.eventually("net1 recorded as plugged, not in flight", func() bool {
+		entries, _ := e.store.List("uid-p")
+		return len(entries) == 1 && entries[0].InFlight == ""
+	})
 }
 
 func TestMissingNADThenCreated(t *testing.T) {
@@ -302,6 +335,39 @@ func TestCrashBetweenAddAndStatusWrite(t *testing.T) {
 	e.kube.ReactionChain = e.kube.ReactionChain[1:]
 	e.start()
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+}
+
+// Multus dies during a DEL, after the link is gone (the soak found it): the DEL fails, and the
+// user asks for the interface again before any retry. netplug must not trust network-status,
+// which still lists it: the interface is replugged, not assumed, and comes back.
+func TestInterruptedUnplugIsNotMistakenForAttached(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	netns := sandboxFor("uid-p").NetNS
+	e.delegate.setFail(func(cmd string, r multus.Request) error {
+		if cmd == "DEL" {
+			delete(e.delegate.links[netns], r.IfName) // the link went before the daemon died
+			return errors.New("EOF")
+		}
+		return nil
+	})
+	e.annotate("ns", "p", "")
+	e.expectEvent("Warning", ReasonUnplugFailed, "ns/a from net1", "EOF")
+	if got := e.statusOf("ns", "p"); !slices.Equal(got, []string{"ns/a@net1"}) {
+		t.Fatalf("status = %v, want net1 still listed after a failed DEL", got)
+	}
+	if entries, _ := e.store.List("uid-p"); len(entries) != 1 || entries[0].InFlight != checkpoint.InFlightDel {
+		t.Fatalf("checkpoints %+v, want net1 marked in flight for a DEL", entries)
+	}
+	e.shutdown() // and the controller restarts meanwhile: the mark is on disk
+	e.delegate.setFail(nil)
+	e.annotate("ns", "p", "a@net1")
+	e.start()
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.eventually("net1 recorded as plugged, not in flight", func() bool {
+		entries, _ := e.store.List("uid-p")
+		return len(entries) == 1 && entries[0].InFlight == ""
+	})
 }
 
 func TestSandboxRecreatedReleasesOldInterfaces(t *testing.T) {

@@ -164,6 +164,7 @@ func (c *Controller) reconcile(ctx context.Context, k key) error {
 			return err
 		}
 		c.written.Store(pod.UID, lastWrite{written.ResourceVersion, written.Annotations[nadv1.NetworkStatusAnnot]})
+		c.confirmPlugged(ctx, run)
 	}
 	c.setAttached(pod.UID, len(run.entries))
 	if len(run.failed) > 0 {
@@ -228,8 +229,9 @@ func (c *Controller) failElement(run *podRun, a attachment.Attachment, err error
 	run.failed = append(run.failed, fmt.Sprintf("%s: %v", a, err))
 }
 
-// plug ADDs a. The checkpoint is written first: if netplug dies during the ADD, the next
-// reconcile finds an unconfirmed record and replugs instead of adding a duplicate.
+// plug ADDs a. The checkpoint is written first, in flight: if the ADD fails or netplug dies
+// before network-status records its result, the next reconcile finds the record uncertain and
+// replugs instead of adding a duplicate or trusting an older entry for the same interface.
 func (c *Controller) plug(ctx context.Context, run *podRun, a attachment.Attachment) bool {
 	config, reason, err := c.resolve(run.pod, a)
 	if err != nil {
@@ -248,7 +250,7 @@ func (c *Controller) plug(ctx context.Context, run *podRun, a attachment.Attachm
 		PodNamespace: run.pod.Namespace, PodName: run.pod.Name, PodUID: string(run.pod.UID),
 		SandboxID: run.sandbox.ID, NetNS: run.sandbox.NetNS,
 		Namespace: a.Namespace, Network: a.Network, Interface: a.Interface,
-		Config: config, Attributes: a.Attributes,
+		Config: config, Attributes: a.Attributes, InFlight: checkpoint.InFlightAdd,
 	}
 	if err := c.checkpoints.Save(entry); err != nil {
 		c.failElement(run, a, elementError{ReasonCheckpointFailed, err})
@@ -276,8 +278,28 @@ func (c *Controller) plug(ctx context.Context, run *podRun, a attachment.Attachm
 	return true
 }
 
+// confirmPlugged clears the in-flight mark of the interfaces this run plugged, now that
+// network-status lists their results. Failing to is logged only: the interface then counts as
+// uncertain and the next reconcile replugs it.
+func (c *Controller) confirmPlugged(ctx context.Context, run *podRun) {
+	for _, change := range run.changes {
+		entry, ok := run.entries[change.Interface]
+		if change.Entry == nil || !ok || entry.InFlight != checkpoint.InFlightAdd {
+			continue
+		}
+		entry.InFlight = ""
+		if err := c.checkpoints.Save(entry); err != nil {
+			klog.FromContext(ctx).Error(err, "Confirming checkpoint", "interface", change.Interface)
+			continue
+		}
+		run.entries[change.Interface] = entry
+	}
+}
+
 // unplug DELs a with the config, sandbox and interface it was added with when netplug added it,
-// else with the NAD's current config.
+// else with the NAD's current config. The checkpoint is marked in flight first: a DEL that
+// fails or is cut short (controller or Multus killed) may have removed the link already, so
+// until a DEL succeeds the interface counts as unknown and keeping it means a replug.
 func (c *Controller) unplug(ctx context.Context, run *podRun, a attachment.Attachment) bool {
 	entry, known := run.entries[a.Interface]
 	if !known || entry.Namespace != a.Namespace || entry.Network != a.Network {
@@ -292,6 +314,15 @@ func (c *Controller) unplug(ctx context.Context, run *podRun, a attachment.Attac
 			SandboxID: run.sandbox.ID, NetNS: run.sandbox.NetNS,
 			Namespace: a.Namespace, Network: a.Network, Interface: a.Interface, Config: config,
 		}
+	}
+	if entry.InFlight != checkpoint.InFlightDel {
+		entry.InFlight = checkpoint.InFlightDel
+		if err := c.checkpoints.Save(entry); err != nil {
+			c.warn(run.pod, ReasonUnplugFailed, "%s from %s: %v; the interface is left in place", a.NetworkName(), a.Interface, err)
+			run.failed = append(run.failed, fmt.Sprintf("unplug %s: %v", a, err))
+			return false
+		}
+		run.entries[a.Interface] = entry
 	}
 	start := time.Now()
 	err := c.delegate.Del(ctx, requestFor(entry))
