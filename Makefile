@@ -66,6 +66,9 @@ undeploy: manifests
 bench: ## Hot-plug latency, burst throughput and footprint against raw Multus /delegate (see README "Performance").
 	hack/bench.sh
 
+soak: ## Churn and faults on the local cluster, then count leaks and drift (see README "Soak").
+	hack/soak.sh
+
 demo: ## Fresh machine to a hot-plugged interface in one command.
 	hack/demo.sh
 

@@ -22,7 +22,8 @@ import (
 
 // Processes on the node. The suite only signals processes it can tie to what it was asked to
 // disrupt: the netplug container of the node's netplug pod (found by the pod's cgroup) and the
-// Multus daemon recorded by cluster-up in $RUN_DIR/multus-daemon.pid.
+// components cluster-up recorded in $RUN_DIR/<name>.pid (the Multus daemon, containerd, the
+// kube-apiserver).
 
 // containerProcesses returns the PIDs of processes whose argv[0] is named comm and that run in
 // a cgroup of the pod podUID (the kubelet names pod cgroups pod<UID>).
@@ -122,9 +123,11 @@ func startTicks(pid int) (string, error) {
 	return fields[19], nil
 }
 
-// multusDaemon is the recorded Multus daemon: how it was started, so it can be started again.
-type multusDaemon struct {
+// component is a cluster process recorded by cluster-up in $RUN_DIR/<name>.pid: how it was
+// started, so that a test can stop it and start it again the same way.
+type component struct {
 	f       *Framework
+	name    string
 	pidFile string
 	pid     int
 	argv    []string
@@ -132,13 +135,13 @@ type multusDaemon struct {
 	dir     string
 }
 
-// findMultusDaemon reads $RUN_DIR/multus-daemon.pid ("PID\nSTART_TICKS") and checks that the
-// process is still the one recorded.
-func (f *Framework) findMultusDaemon() (*multusDaemon, error) {
-	pidFile := filepath.Join(f.env.RunDir, "multus-daemon.pid")
+// findComponent reads $RUN_DIR/<name>.pid ("PID\nSTART_TICKS"), checks that the process is
+// still the one recorded and that it runs the binary named binary.
+func (f *Framework) findComponent(name, binary string) (*component, error) {
+	pidFile := filepath.Join(f.env.RunDir, name+".pid")
 	raw, err := os.ReadFile(pidFile)
 	if err != nil {
-		return nil, fmt.Errorf("the Multus daemon's PID file: %w", err)
+		return nil, fmt.Errorf("the PID file of %s: %w", name, err)
 	}
 	lines := strings.Fields(string(raw))
 	if len(lines) == 0 {
@@ -150,10 +153,10 @@ func (f *Framework) findMultusDaemon() (*multusDaemon, error) {
 	}
 	ticks, err := startTicks(pid)
 	if err != nil {
-		return nil, fmt.Errorf("recorded Multus daemon: %w", err)
+		return nil, fmt.Errorf("recorded %s: %w", name, err)
 	}
 	if len(lines) > 1 && lines[1] != ticks {
-		return nil, fmt.Errorf("PID %d in %s is no longer the Multus daemon", pid, pidFile)
+		return nil, fmt.Errorf("PID %d in %s is no longer %s", pid, pidFile, name)
 	}
 	proc := fmt.Sprintf("/proc/%d", pid)
 	cmdline, err := os.ReadFile(proc + "/cmdline")
@@ -169,63 +172,82 @@ func (f *Framework) findMultusDaemon() (*multusDaemon, error) {
 		return nil, err
 	}
 	split := func(b []byte) []string { return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00") }
-	d := &multusDaemon{f: f, pidFile: pidFile, pid: pid, argv: split(cmdline), environ: split(environ), dir: dir}
-	if filepath.Base(d.argv[0]) != "multus-daemon" {
-		return nil, fmt.Errorf("PID %d runs %q, not multus-daemon", pid, d.argv[0])
+	c := &component{f: f, name: name, pidFile: pidFile, pid: pid, argv: split(cmdline), environ: split(environ), dir: dir}
+	if filepath.Base(c.argv[0]) != binary {
+		return nil, fmt.Errorf("PID %d runs %q, not %s", pid, c.argv[0], binary)
 	}
-	return d, nil
+	return c, nil
 }
 
-// stop sends SIGTERM and waits for the daemon to exit (SIGKILL after 10 s).
-func (d *multusDaemon) stop() error {
-	if err := syscall.Kill(d.pid, syscall.SIGTERM); err != nil {
-		return fmt.Errorf("stopping the Multus daemon (pid %d): %w", d.pid, err)
+// findMultusDaemon is the recorded Multus thick daemon.
+func (f *Framework) findMultusDaemon() (*component, error) {
+	return f.findComponent("multus-daemon", "multus-daemon")
+}
+
+// stop sends SIGTERM and waits for the process to exit (SIGKILL after 20 s).
+func (c *component) stop() error {
+	if err := syscall.Kill(c.pid, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stopping %s (pid %d): %w", c.name, c.pid, err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, err := startTicks(d.pid); err != nil {
+		if _, err := startTicks(c.pid); err != nil {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	_ = syscall.Kill(d.pid, syscall.SIGKILL)
+	_ = syscall.Kill(c.pid, syscall.SIGKILL)
 	return nil
 }
 
-// start runs the daemon again with the same arguments, environment and directory, in its own
+// start runs the process again with the same arguments, environment and directory, in its own
 // session (it must outlive the test binary), appending to the log cluster-up set up, and
-// records it in the PID file so that cluster-down stops it. It waits for /healthz.
-func (d *multusDaemon) start(ctx context.Context) error {
-	log, err := os.OpenFile(filepath.Join(d.f.env.LogDir, "multus-daemon.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+// records it in the PID file so that cluster-down stops it. It waits until healthy answers nil.
+func (c *component) start(ctx context.Context, healthy func(ctx context.Context) error) error {
+	log, err := os.OpenFile(filepath.Join(c.f.env.LogDir, c.name+".log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Close() }()
-	cmd := exec.Command(d.argv[0], d.argv[1:]...)
-	cmd.Env, cmd.Dir = d.environ, d.dir
+	cmd := exec.Command(c.argv[0], c.argv[1:]...)
+	cmd.Env, cmd.Dir = c.environ, c.dir
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the Multus daemon: %w", err)
+		return fmt.Errorf("starting %s: %w", c.name, err)
 	}
 	pid := cmd.Process.Pid
 	ticks, err := startTicks(pid)
 	if err != nil {
-		return fmt.Errorf("the restarted Multus daemon: %w", err)
+		return fmt.Errorf("the restarted %s: %w", c.name, err)
 	}
-	if err := os.WriteFile(d.pidFile, []byte(fmt.Sprintf("%d\n%s\n", pid, ticks)), 0o644); err != nil {
+	if err := os.WriteFile(c.pidFile, []byte(fmt.Sprintf("%d\n%s\n", pid, ticks)), 0o644); err != nil {
 		return err
 	}
 	_ = cmd.Process.Release()
-	d.pid = pid
+	c.pid = pid
 	for {
-		if err := d.f.multusHealthy(ctx); err == nil {
+		err := healthy(ctx)
+		if err == nil {
 			return nil
-		} else if ctx.Err() != nil {
-			return fmt.Errorf("the restarted Multus daemon is not healthy: %w", err)
+		}
+		if !processAlive(pid) {
+			return fmt.Errorf("the restarted %s (pid %d) exited; see %s.log: %w", c.name, pid, c.name, err)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("the restarted %s is not healthy: %w", c.name, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// restart stops the component, waits pause, and starts it again (see start).
+func (c *component) restart(ctx context.Context, pause time.Duration, healthy func(ctx context.Context) error) error {
+	if err := c.stop(); err != nil {
+		return err
+	}
+	time.Sleep(pause)
+	return c.start(ctx, healthy)
 }
 
 // multusHealthy asks the daemon's /healthz over its socket.
@@ -273,7 +295,7 @@ func (f *Framework) stopMultus(t *testing.T) (restart func()) {
 		stopped = false
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		if err := d.start(ctx); err != nil {
+		if err := d.start(ctx, f.multusHealthy); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("started the Multus daemon again (pid %d)", d.pid)

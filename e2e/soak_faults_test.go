@@ -1,0 +1,438 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// faultRecord is one injected fault, as the report shows it.
+type faultRecord struct {
+	Name      string  `json:"name"`
+	AtEdit    int64   `json:"at_edit"`
+	Seconds   float64 `json:"seconds"`
+	Detail    string  `json:"detail"`
+	Error     string  `json:"error,omitempty"`
+	Restarted bool    `json:"restarted_controller"`
+}
+
+// runFaults injects the planned faults as the edits go by: those that replace the controller
+// in the first third of the run, then the footprint baseline after a warm-up, then the others
+// up to 90 % of the run. Each starts once the run reached its edit and the previous one ended.
+func (s *soak) runFaults(ctx context.Context) {
+	n := int64(s.params.Cycles)
+	var early, late []string
+	for _, f := range s.params.Faults {
+		if restartsController(f) {
+			early = append(early, f)
+		} else {
+			late = append(late, f)
+		}
+	}
+	at := func(i, of int, from, to float64) int64 { // i-th of `of` steps spread over [from, to] of the run
+		return int64((from + (to-from)*float64(i+1)/float64(of+1)) * float64(n))
+	}
+	for i, f := range early {
+		s.injectAt(ctx, f, at(i, len(early), 0, 0.35))
+	}
+	// The baseline comes after the controller replaced by the faults above has served a tenth of
+	// the run's edits.
+	baselineAt := max(n*45/100, s.cycles.Load()+n/10)
+	if !s.waitForEdit(ctx, baselineAt) {
+		return
+	}
+	s.res.Baseline = s.footprint(s.t, "after warm-up")
+	s.res.BaselineAtEdit = s.cycles.Load()
+	for i, f := range late {
+		s.injectAt(ctx, f, max(at(i, len(late), 0.5, 0.9), s.cycles.Load()+1))
+	}
+}
+
+func (s *soak) waitForEdit(ctx context.Context, edit int64) bool {
+	for s.cycles.Load() < edit {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return true
+}
+
+func (s *soak) injectAt(ctx context.Context, fault string, edit int64) {
+	if !s.waitForEdit(ctx, edit) {
+		return
+	}
+	rec := faultRecord{Name: fault, AtEdit: s.cycles.Load()}
+	s.t.Logf("FAULT %s at edit %d", fault, rec.AtEdit)
+	start := time.Now()
+	before := s.controllerIdentity(ctx)
+	faultCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	detail, err := s.inject(faultCtx, fault)
+	cancel()
+	rec.Seconds, rec.Detail = round2(time.Since(start).Seconds()), detail
+	rec.Restarted = before != s.controllerIdentity(ctx)
+	if err != nil {
+		rec.Error = err.Error()
+		s.problem("fault %s: %v", fault, err)
+	}
+	if rec.Restarted != restartsController(fault) {
+		s.problem("fault %s: the controller process was replaced: %t, expected %t", fault, rec.Restarted, restartsController(fault))
+	}
+	s.t.Logf("FAULT %s done in %.1fs: %s", fault, rec.Seconds, detail)
+	s.mu.Lock()
+	s.res.Faults = append(s.res.Faults, rec)
+	s.mu.Unlock()
+}
+
+func (s *soak) inject(ctx context.Context, fault string) (string, error) {
+	switch fault {
+	case "controller-kill":
+		return s.faultControllerKill(ctx)
+	case "controller-down":
+		return s.faultControllerDown(ctx)
+	case "multus-restart":
+		return s.faultMultusRestart(ctx)
+	case "nad-deleted":
+		return s.faultNADDeleted(ctx)
+	case "containerd-restart":
+		return s.restartComponent(ctx, "containerd", "containerd", s.cri.Check)
+	case "apiserver-restart":
+		return s.restartComponent(ctx, "kube-apiserver", "kube-apiserver", func(ctx context.Context) error {
+			_, err := s.kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+			return err
+		})
+	}
+	return "", fmt.Errorf("unknown fault %q", fault)
+}
+
+// controllerIdentity names the running netplug-controller process ("pid/start"), or "".
+func (s *soak) controllerIdentity(ctx context.Context) string {
+	callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	pod, err := s.netplugPod(callCtx)
+	if err != nil {
+		return ""
+	}
+	pids, err := containerProcesses(pod.UID, "netplug-controller")
+	if err != nil || len(pids) != 1 {
+		return ""
+	}
+	ticks, _ := startTicks(pids[0])
+	return fmt.Sprintf("%d/%s", pids[0], ticks)
+}
+
+// borrowPluggedPod takes a pod away from its worker (the caller unlocks it) and makes sure
+// netplug has hot-plugged at least one interface into it, so that deleting it means work for
+// the release path.
+func (s *soak) borrowPluggedPod(ctx context.Context) (*soakPod, error) {
+	p := s.pods[int(s.cycles.Load())%len(s.pods)]
+	p.mu.Lock()
+	p.want = append(p.want, element{Name: "a", Interface: "sfault"})
+	value := selection(p.want...)
+	err := s.retryAPI(ctx, "editing pod "+p.name, func(ctx context.Context) error {
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, nadv1.NetworkAttachmentAnnot, value)
+		_, err := s.kube.CoreV1().Pods(s.ns).Patch(ctx, p.name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+		return err
+	})
+	if err == nil {
+		err = s.waitConverged(ctx, p)
+	}
+	if err != nil {
+		p.mu.Unlock()
+		return nil, err
+	}
+	return p, nil
+}
+
+// sandboxAllocations counts the host-local allocations held by a sandbox (host-local writes
+// the container ID on the first line of each address file).
+func (s *soak) sandboxAllocations(sandboxID string) int {
+	n := 0
+	for _, nad := range []string{"a", "b"} {
+		dir := s.env.IPAMDir + "/" + s.cniName(nad)
+		ips, _ := s.ipamAllocations(nad)
+		for _, ip := range ips {
+			raw, err := os.ReadFile(dir + "/" + ip)
+			if err == nil && strings.TrimSpace(strings.SplitN(string(raw), "\n", 2)[0]) == sandboxID {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// releaseWhileDown deletes the borrowed pod while `down` is in effect, ends it with `up`, and
+// checks that the pod's hot-plugged addresses are released once netplug is back.
+func (s *soak) releaseWhileDown(ctx context.Context, p *soakPod, up func() error) (string, error) {
+	sandbox, err := s.cri.PodSandbox(ctx, string(p.uid))
+	if err != nil {
+		return "", err
+	}
+	held := s.sandboxAllocations(sandbox.ID)
+	if err := s.deletePod(ctx, p); err != nil {
+		return "", err
+	}
+	deleted := time.Now()
+	if err := up(); err != nil {
+		return "", err
+	}
+	if err := s.waitGone(ctx, p); err != nil {
+		return "", fmt.Errorf("the pod deleted while netplug was down: %w", err)
+	}
+	gone := time.Since(deleted)
+	if err := s.poll(ctx, 30*time.Second, func(context.Context) (bool, string) {
+		n := s.sandboxAllocations(sandbox.ID)
+		return n == 0, fmt.Sprintf("%d addresses still held by sandbox %.12s", n, sandbox.ID)
+	}); err != nil {
+		return "", err
+	}
+	detail := fmt.Sprintf("pod %s deleted with %d host-local addresses while netplug was down; gone %.1fs later, addresses released",
+		p.name, held, gone.Seconds())
+	s.recreations.Add(1)
+	return detail, s.createPod(ctx, p)
+}
+
+// faultControllerKill SIGKILLs the controller and deletes a pod it plugged before the kubelet
+// restarts it.
+func (s *soak) faultControllerKill(ctx context.Context) (string, error) {
+	p, err := s.borrowPluggedPod(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer p.mu.Unlock()
+	np, err := s.netplugPod(ctx)
+	if err != nil {
+		return "", err
+	}
+	before := restarts(np)
+	pid, err := s.killNetplugController(ctx)
+	if err != nil {
+		return "", err
+	}
+	detail, err := s.releaseWhileDown(ctx, p, func() error {
+		_, err := s.waitNetplugReady(ctx, "", before)
+		return err
+	})
+	return fmt.Sprintf("SIGKILLed pid %d; %s", pid, detail), err
+}
+
+// faultControllerDown takes netplug off the node (its DaemonSet made to require a node label
+// the node lacks), deletes a pod netplug plugged, waits, and brings netplug back: the new
+// controller must release the pod's interfaces from its checkpoints.
+func (s *soak) faultControllerDown(ctx context.Context) (string, error) {
+	p, err := s.borrowPluggedPod(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer p.mu.Unlock()
+	old, err := s.netplugPod(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := s.setDaemonSetNodeSelector(ctx, fmt.Sprintf(`{%q:"true"}`, soakPausedLabel)); err != nil {
+		return "", err
+	}
+	if err := s.poll(ctx, 2*time.Minute, func(ctx context.Context) (bool, string) {
+		list, err := s.kube.CoreV1().Pods(netplugNamespace).List(ctx, metav1.ListOptions{LabelSelector: netplugSelector})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(list.Items) == 0, fmt.Sprintf("%d netplug pods left", len(list.Items))
+	}); err != nil {
+		return "", fmt.Errorf("netplug did not go away: %w", err)
+	}
+	var heldBy string
+	detail, err := s.releaseWhileDown(ctx, p, func() error {
+		time.Sleep(3 * time.Second) // the pod is deleted, the kubelet stops it, nobody releases
+		got, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, p.name, metav1.GetOptions{})
+		if err == nil && got.UID == p.uid {
+			heldBy = fmt.Sprintf("; it waited for netplug with finalizers %v", got.Finalizers)
+		}
+		if err := s.setDaemonSetNodeSelector(ctx, "null"); err != nil {
+			return err
+		}
+		_, err = s.waitNetplugReady(ctx, old.UID, -1)
+		return err
+	})
+	return "netplug taken off the node; " + detail + heldBy, err
+}
+
+func (s *soak) setDaemonSetNodeSelector(ctx context.Context, selector string) error {
+	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"nodeSelector":%s}}}}`, selector)
+	return s.retryAPI(ctx, "patching the netplug DaemonSet", func(ctx context.Context) error {
+		_, err := s.kube.AppsV1().DaemonSets(netplugNamespace).Patch(ctx, netplugDaemonSet, types.StrategicMergePatchType,
+			[]byte(patch), metav1.PatchOptions{})
+		return err
+	})
+}
+
+// restoreDaemonSet undoes controller-down if the run ended in the middle of it.
+func (s *soak) restoreDaemonSet() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ds, err := s.kube.AppsV1().DaemonSets(netplugNamespace).Get(ctx, netplugDaemonSet, metav1.GetOptions{})
+	if err != nil || ds.Spec.Template.Spec.NodeSelector[soakPausedLabel] == "" {
+		return
+	}
+	s.t.Logf("cleanup: bringing netplug back on the node")
+	if err := s.setDaemonSetNodeSelector(ctx, "null"); err != nil {
+		s.t.Errorf("cleanup: %v", err)
+		return
+	}
+	if _, err := s.waitNetplugReady(ctx, "", -1); err != nil {
+		s.t.Errorf("cleanup: %v", err)
+	}
+}
+
+// faultMultusRestart restarts the Multus daemon; it recreates its socket directory, so the
+// kubelet restarts netplug (liveness), which must then reach the new daemon.
+func (s *soak) faultMultusRestart(ctx context.Context) (string, error) {
+	d, err := s.findMultusDaemon()
+	if err != nil {
+		return "", err
+	}
+	oldPID := d.pid
+	if err := d.restart(ctx, 2*time.Second, s.multusHealthy); err != nil {
+		return "", err
+	}
+	back := time.Now()
+	if err := s.poll(ctx, 2*time.Minute, func(ctx context.Context) (bool, string) {
+		return s.netplugSeesMultusSocket(ctx)
+	}); err != nil {
+		return "", err
+	}
+	if _, err := s.waitNetplugReady(ctx, "", -1); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("Multus pid %d -> %d; netplug reached the new socket %.1fs after it was back",
+		oldPID, d.pid, time.Since(back).Seconds()), nil
+}
+
+// faultNADDeleted deletes NAD b while pods have it attached, lets the edits go on for 5 s
+// (unplugs from b must still work, from netplug's checkpoints; plugs wait) and creates it again.
+func (s *soak) faultNADDeleted(ctx context.Context) (string, error) {
+	nads := s.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(s.ns)
+	nad, err := nads.Get(ctx, "b", metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	attached := 0
+	for _, p := range s.pods {
+		if pod, err := s.lister.Get(p.name); err == nil {
+			st, _ := soakStatus(pod)
+			for _, e := range st {
+				if e.Name == s.ns+"/b" {
+					attached++
+				}
+			}
+		}
+	}
+	if err := nads.Delete(ctx, "b", metav1.DeleteOptions{}); err != nil {
+		return "", err
+	}
+	time.Sleep(5 * time.Second)
+	again := &nadv1.NetworkAttachmentDefinition{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: nad.Spec}
+	if err := s.retryAPI(ctx, "creating NAD b again", func(ctx context.Context) error {
+		_, err := nads.Create(ctx, again, metav1.CreateOptions{})
+		return err
+	}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	return fmt.Sprintf("NAD b deleted for 5s with %d interfaces attached to it", attached), nil
+}
+
+// restartComponent restarts a cluster component recorded by cluster-up and waits until it is
+// healthy and netplug is Ready again.
+func (s *soak) restartComponent(ctx context.Context, name, binary string, healthy func(ctx context.Context) error) (string, error) {
+	c, err := s.findComponent(name, binary)
+	if err != nil {
+		return "", err
+	}
+	oldPID := c.pid
+	start := time.Now()
+	if err := c.restart(ctx, time.Second, healthy); err != nil {
+		return "", err
+	}
+	healthyAfter := time.Since(start)
+	if _, err := s.waitNetplugReady(ctx, "", -1); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s pid %d -> %d, healthy again after %.1fs", name, oldPID, c.pid, healthyAfter.Seconds()), nil
+}
+
+// ---------------------------------------------------------------------------------------------
+// Footprint: goroutines and RSS of the controller, with the churn paused and every pod converged.
+
+type footprint struct {
+	At         string  `json:"at"`
+	PID        int     `json:"pid"`
+	Goroutines float64 `json:"goroutines"`
+	RSSMiB     float64 `json:"rss_mib"`
+	HeapMiB    float64 `json:"heap_inuse_mib"`
+	Identity   string  `json:"-"`
+}
+
+// footprint pauses the workers, waits until every pod converged and 2 s more, and takes the
+// median of three readings a second apart.
+func (s *soak) footprint(t *testing.T, at string) *footprint {
+	s.gate.Lock()
+	defer s.gate.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), soakConverge)
+	defer cancel()
+	for _, p := range s.pods {
+		if err := s.waitConverged(ctx, p); err != nil {
+			s.problem("footprint %s: pod %s: %v", at, p.name, err)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	m, err := newProcessMonitor(t)
+	if err != nil {
+		s.problem("footprint %s: %v", at, err)
+		return nil
+	}
+	var gor, rss, heap []float64
+	for i := range 3 {
+		if i > 0 {
+			time.Sleep(time.Second)
+		}
+		sample, err := m.sample()
+		metrics := scrapeMetrics()
+		if err != nil || metrics == nil {
+			s.problem("footprint %s: reading the controller: %v (metrics read: %t)", at, err, metrics != nil)
+			return nil
+		}
+		gor = append(gor, metrics.sum("go_goroutines"))
+		heap = append(heap, metrics.sum("go_memstats_heap_inuse_bytes")/(1<<20))
+		rss = append(rss, kib2mib(sample.rssKiB))
+	}
+	median := func(v []float64) float64 { sort.Float64s(v); return v[len(v)/2] }
+	f := &footprint{At: at, PID: m.pid, Goroutines: median(gor), RSSMiB: median(rss), HeapMiB: round2(median(heap)),
+		Identity: fmt.Sprintf("%d/%s", m.pid, m.startTicks)}
+	t.Logf("footprint %s: pid %d, %.0f goroutines, RSS %.1f MiB, heap in use %.1f MiB", at, f.PID, f.Goroutines, f.RSSMiB, f.HeapMiB)
+	return f
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host state.
+
+// hostLinks lists the host's links by index.
+func hostLinks(t *testing.T) map[int]string {
+	t.Helper()
+	links, err := netlinkLinks()
+	if err != nil {
+		t.Fatalf("listing host links: %v", err)
+	}
+	return links
+}

@@ -1,0 +1,314 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// soakResult is what the soak prints at the end, and writes as JSON to SOAK_OUT.
+type soakResult struct {
+	Params      soakParams    `json:"params"`
+	Edits       int64         `json:"edits"`
+	DoubleEdits int64         `json:"double_edits_within_100ms"`
+	Recreations int64         `json:"pods_recreated"`
+	Faults      []faultRecord `json:"faults"`
+
+	SecondWriterWrites    int64    `json:"second_writer_writes"`
+	SecondWriterConflicts int64    `json:"second_writer_conflicts"`
+	PodVersionsChecked    int64    `json:"pod_versions_checked"`
+	Duplicates            int64    `json:"duplicated_entries"`
+	DuplicateExamples     []string `json:"duplicate_examples,omitempty"`
+	ForeignLost           []string `json:"second_writer_entries_lost"`
+
+	Unconverged      []string `json:"pods_not_converged"`
+	InNetnsNotStatus []string `json:"in_netns_not_in_status"`
+	InStatusNotNetns []string `json:"in_status_not_in_netns"`
+	LeakedIPAM       []string `json:"leaked_ipam_allocations"`
+	UnallocatedIPs   []string `json:"status_ips_without_allocation"`
+	BridgePorts      int      `json:"bridge_ports"`
+	BridgeEntries    int      `json:"bridge_entries_in_status"`
+
+	LeakedIPAMAfterDelete []string `json:"leaked_ipam_after_delete"`
+	StrayLinksAfterDelete []string `json:"stray_host_links_after_delete"`
+	CheckpointsLeft       []string `json:"checkpoints_left_after_delete"`
+
+	Baseline        *footprint `json:"baseline"`
+	BaselineAtEdit  int64      `json:"baseline_at_edit"`
+	End             *footprint `json:"end"`
+	GoroutineGrowth float64    `json:"goroutine_growth_pct"`
+	RSSGrowth       float64    `json:"rss_growth_pct"`
+
+	ChurnSeconds float64  `json:"churn_seconds"`
+	TotalSeconds float64  `json:"total_seconds"`
+	Problems     []string `json:"problems"`
+}
+
+// finalChecks waits for every pod to converge and counts, with the pods alive, what disagrees.
+func (s *soak) finalChecks(ctx context.Context) {
+	r := &s.res
+	for _, p := range s.pods {
+		if err := s.waitConverged(ctx, p); err != nil {
+			r.Unconverged = append(r.Unconverged, fmt.Sprintf("%s: %v", p.name, err))
+		}
+	}
+	statusIPs := map[string][]string{} // network -> addresses network-status reports
+	for _, p := range s.pods {
+		callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
+		pod, err := s.kube.CoreV1().Pods(s.ns).Get(callCtx, p.name, metav1.GetOptions{})
+		if err != nil {
+			cancel()
+			s.problem("final checks: %v", err)
+			continue
+		}
+		links, err := s.podLinks(callCtx, pod)
+		cancel()
+		statuses, stErr := soakStatus(pod)
+		if err != nil || stErr != nil {
+			s.problem("final checks: pod %s: %v %v", p.name, err, stErr)
+			continue
+		}
+		inNetns, inStatus := linkMismatches(links, statuses)
+		for _, n := range inNetns {
+			r.InNetnsNotStatus = append(r.InNetnsNotStatus, p.name+"/"+n)
+		}
+		for _, n := range inStatus {
+			r.InStatusNotNetns = append(r.InStatusNotNetns, p.name+"/"+n)
+		}
+		if lost := s.foreignEntryLost(pod); lost != "" {
+			r.ForeignLost = append(r.ForeignLost, lost)
+		}
+		for _, st := range statuses {
+			statusIPs[st.Name] = append(statusIPs[st.Name], ipsOf(st.IPs)...)
+			if _, ok := soakBridges[strings.TrimPrefix(st.Name, s.ns+"/")]; ok {
+				r.BridgeEntries++
+			}
+		}
+	}
+	for _, nad := range []string{"a", "b"} {
+		allocated, err := s.ipamAllocations(nad)
+		if err != nil {
+			s.problem("final checks: %v", err)
+		}
+		reported := statusIPs[s.ns+"/"+nad]
+		for _, ip := range allocated {
+			if !slices.Contains(reported, ip) {
+				r.LeakedIPAM = append(r.LeakedIPAM, nad+":"+ip)
+			}
+		}
+		for _, ip := range reported {
+			if !slices.Contains(allocated, ip) {
+				r.UnallocatedIPs = append(r.UnallocatedIPs, nad+":"+ip)
+			}
+		}
+	}
+	for _, bridge := range soakBridges {
+		r.BridgePorts += bridgePorts(bridge)
+	}
+}
+
+// deleteAllAndCount deletes every pod, waits until they are gone, and counts what is left on
+// the node: host-local allocations, host links that were not there before, checkpoints.
+func (s *soak) deleteAllAndCount(hostLinksBefore map[int]string) {
+	ctx, cancel := context.WithTimeout(context.Background(), soakConverge)
+	defer cancel()
+	r := &s.res
+	for _, p := range s.pods {
+		if err := s.deletePod(ctx, p); err != nil {
+			s.problem("deleting pod %s: %v", p.name, err)
+		}
+	}
+	for _, p := range s.pods {
+		if err := s.waitGone(ctx, p); err != nil {
+			s.problem("pod %s not gone: %v", p.name, err)
+		}
+	}
+	// The kubelet's teardown and netplug's release run right before the pod object goes.
+	_ = s.poll(ctx, 30*time.Second, func(context.Context) (bool, string) {
+		a, _ := s.ipamAllocations("a")
+		b, _ := s.ipamAllocations("b")
+		return len(a)+len(b) == 0, "allocations left"
+	})
+	for _, nad := range []string{"a", "b"} {
+		ips, _ := s.ipamAllocations(nad)
+		for _, ip := range ips {
+			r.LeakedIPAMAfterDelete = append(r.LeakedIPAMAfterDelete, nad+":"+ip)
+		}
+	}
+	now, err := netlinkLinks()
+	if err != nil {
+		s.problem("listing host links: %v", err)
+	}
+	for idx, name := range now {
+		if _, ok := hostLinksBefore[idx]; !ok && !strings.HasPrefix(name, "npsoak") {
+			r.StrayLinksAfterDelete = append(r.StrayLinksAfterDelete, name)
+		}
+	}
+	sort.Strings(r.StrayLinksAfterDelete)
+	checkpoints := filepath.Join(s.env.ClusterDir, "netplug", "checkpoints")
+	for _, p := range s.pods {
+		for _, uid := range p.uids {
+			files, _ := filepath.Glob(filepath.Join(checkpoints, string(uid), "*"))
+			r.CheckpointsLeft = append(r.CheckpointsLeft, files...)
+		}
+	}
+}
+
+// netlinkLinks lists the links of the test's (the host's) network namespace by index.
+func netlinkLinks() (map[int]string, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int]string, len(links))
+	for _, l := range links {
+		out[l.Attrs().Index] = l.Attrs().Name
+	}
+	return out, nil
+}
+
+// bridgePorts counts the links enslaved to the host bridge (0 if it does not exist).
+func bridgePorts(bridge string) int {
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return 0
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			n++
+		}
+	}
+	return n
+}
+
+func growth(before, after float64) float64 {
+	if before == 0 {
+		return 0
+	}
+	return round2(100 * (after - before) / before)
+}
+
+// report prints the figures, writes them as JSON, and fails the test on anything not zero.
+func (s *soak) report() {
+	t, r := s.t, &s.res
+	r.Edits, r.DoubleEdits, r.Recreations = s.cycles.Load(), s.doubleEdits.Load(), s.recreations.Load()
+	r.SecondWriterWrites, r.SecondWriterConflicts = s.writer.writes.Load(), s.writer.conflicts.Load()
+	r.PodVersionsChecked, r.Duplicates = s.dupes.seen.Load(), s.dupes.dupes.Load()
+	s.dupes.mu.Lock()
+	r.DuplicateExamples = slices.Clone(s.dupes.examples)
+	s.dupes.mu.Unlock()
+	flat := r.Baseline != nil && r.End != nil
+	if flat {
+		r.GoroutineGrowth = growth(r.Baseline.Goroutines, r.End.Goroutines)
+		r.RSSGrowth = growth(r.Baseline.RSSMiB, r.End.RSSMiB)
+		if r.Baseline.Identity != r.End.Identity {
+			s.problem("the controller process changed between the baseline (pid %d) and the end (pid %d)", r.Baseline.PID, r.End.PID)
+		}
+		if r.GoroutineGrowth > 100*soakFlatTolerance || r.RSSGrowth > 100*soakFlatTolerance {
+			s.problem("goroutines %+.1f %%, RSS %+.1f %% from warm-up to the end (at most %+.0f %%)",
+				r.GoroutineGrowth, r.RSSGrowth, 100*soakFlatTolerance)
+		}
+	}
+	s.mu.Lock()
+	r.Problems = slices.Clone(s.problems)
+	s.mu.Unlock()
+
+	var b strings.Builder
+	row := func(what string, format string, args ...any) {
+		fmt.Fprintf(&b, "| %s | %s |\n", what, fmt.Sprintf(format, args...))
+	}
+	count := func(what string, items []string) {
+		if len(items) == 0 {
+			row(what, "0")
+			return
+		}
+		shown := items
+		if len(shown) > 5 {
+			shown = shown[:5]
+		}
+		row(what, "**%d** (%s)", len(items), strings.Join(shown, "; "))
+	}
+	fmt.Fprintf(&b, "\n### netplug soak (seed %d)\n\n| | |\n|---|---|\n", r.Params.Seed)
+	row("pods", "%d", r.Params.Pods)
+	row("edits (random plug / unplug / replug mixes)", "%d, of which %d landed 0-100 ms after the previous one", r.Edits, r.DoubleEdits)
+	row("pods deleted and re-created", "%d (each re-created with networks Multus plugs at creation)", r.Recreations)
+	var faults []string
+	for _, f := range r.Faults {
+		state := "ok"
+		if f.Error != "" {
+			state = "FAILED: " + f.Error
+		}
+		faults = append(faults, fmt.Sprintf("%s at edit %d, %.1fs, %s", f.Name, f.AtEdit, f.Seconds, state))
+	}
+	row("faults injected", "%d: %s", len(r.Faults), strings.Join(faults, "; "))
+	row("second writer: network-status rewrites (conflicts)", "%d (%d)", r.SecondWriterWrites, r.SecondWriterConflicts)
+	row("pod versions checked for duplicated entries", "%d", r.PodVersionsChecked)
+	row("duplicated entries seen", "%d", r.Duplicates)
+	count("second writer's entries lost", r.ForeignLost)
+	count("pods not converged", r.Unconverged)
+	count("interfaces in a netns, not in network-status", r.InNetnsNotStatus)
+	count("network-status entries with no interface in the netns", r.InStatusNotNetns)
+	count("leaked IPAM allocations (pods alive)", r.LeakedIPAM)
+	count("network-status addresses with no allocation", r.UnallocatedIPs)
+	row("host bridge ports / bridge entries in network-status", "%d / %d", r.BridgePorts, r.BridgeEntries)
+	count("leaked IPAM allocations after deleting the pods", r.LeakedIPAMAfterDelete)
+	count("host links left after deleting the pods", r.StrayLinksAfterDelete)
+	count("checkpoints left after deleting the pods", r.CheckpointsLeft)
+	if flat {
+		row("controller goroutines, warm-up → end", "%.0f → %.0f (%+.1f %%)", r.Baseline.Goroutines, r.End.Goroutines, r.GoroutineGrowth)
+		row("controller RSS, warm-up → end", "%.1f → %.1f MiB (%+.1f %%); heap in use %.1f → %.1f MiB",
+			r.Baseline.RSSMiB, r.End.RSSMiB, r.RSSGrowth, r.Baseline.HeapMiB, r.End.HeapMiB)
+		row("footprint window", "edit %d → %d, one controller process (pid %d)", r.BaselineAtEdit, r.Edits, r.End.PID)
+	}
+	row("churn / total time", "%.0fs / %.0fs", r.ChurnSeconds, r.TotalSeconds)
+	count("problems", r.Problems)
+	fmt.Print(b.String() + "\n")
+
+	if raw, err := json.MarshalIndent(r, "", "  "); err == nil {
+		if err := os.MkdirAll(filepath.Dir(s.params.Out), 0o755); err == nil {
+			_ = os.WriteFile(s.params.Out, raw, 0o644)
+			t.Logf("soak figures in %s", s.params.Out)
+		}
+	}
+
+	for what, items := range map[string][]string{
+		"second writer's entries lost": r.ForeignLost, "pods not converged": r.Unconverged,
+		"interfaces in a netns but not in network-status": r.InNetnsNotStatus,
+		"network-status entries without an interface":     r.InStatusNotNetns,
+		"leaked IPAM allocations":                         r.LeakedIPAM, "addresses without allocation": r.UnallocatedIPs,
+		"leaked IPAM allocations after deletion": r.LeakedIPAMAfterDelete, "host links left": r.StrayLinksAfterDelete,
+		"checkpoints left": r.CheckpointsLeft, "problems": r.Problems,
+	} {
+		if len(items) > 0 {
+			t.Errorf("%s: %d: %s", what, len(items), strings.Join(items, "\n  "))
+		}
+	}
+	if r.Duplicates > 0 {
+		t.Errorf("%d pod versions listed an entry twice: %s", r.Duplicates, strings.Join(r.DuplicateExamples, "\n  "))
+	}
+	if r.BridgePorts != r.BridgeEntries {
+		t.Errorf("%d ports on the soak's host bridges for %d bridge entries in network-status", r.BridgePorts, r.BridgeEntries)
+	}
+	if len(s.params.Faults) > 0 && len(r.Faults) != len(s.params.Faults) {
+		t.Errorf("%d faults injected, %d planned", len(r.Faults), len(s.params.Faults))
+	}
+	if t.Failed() {
+		s.dumpIfFailed()
+	}
+}

@@ -1,0 +1,823 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// TestSoak churns the network selections of a set of pods with random edits while faults hit
+// the node (controller SIGKILL, controller absent while a pod is deleted, Multus restart, NAD
+// deleted while attached, containerd restart, kube-apiserver restart) and a second writer
+// rewrites network-status under netplug's feet. At the end it counts what must be zero: leaked
+// IPAM allocations, stray host links, interfaces in a netns that network-status does not list
+// (and the reverse), unconverged pods, duplicated or lost entries, and checks that the
+// controller's goroutines and RSS stayed flat. Skipped unless NETPLUG_SOAK=1 (make soak; the CI
+// runs a short version from hack/e2e.sh).
+//
+// env: SOAK_PODS=10 SOAK_CYCLES=500   pods, and edits (a pod deletion and re-creation is one)
+//
+//	SOAK_FAULTS=all                 or "none", or a comma list of soakFaultNames
+//	SOAK_SEED=N                     the random seed (printed; set it to replay a run's edits)
+//	SOAK_OUT=_out/soak.json         where the figures go as JSON
+func TestSoak(t *testing.T) {
+	if os.Getenv("NETPLUG_SOAK") != "1" {
+		t.Skip("the soak runs with NETPLUG_SOAK=1 (make soak)")
+	}
+	params, err := soakParamsFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSoak(t, params)
+	s.run()
+}
+
+// The faults, in the order they are injected. The first three replace the controller process,
+// so they come before the footprint baseline; the others must leave the process as it is.
+var soakFaultNames = []string{
+	"controller-kill", "controller-down", "multus-restart",
+	"nad-deleted", "containerd-restart", "apiserver-restart",
+}
+
+func restartsController(fault string) bool {
+	return fault == "controller-kill" || fault == "controller-down" || fault == "multus-restart"
+}
+
+const (
+	// soakConverge bounds how long one pod may take to converge, faults included.
+	soakConverge = 3 * time.Minute
+	// soakForeignNetwork names the entry the second writer keeps in network-status: not a
+	// "namespace/name" network, so nothing netplug should plug, unplug or drop.
+	soakForeignNetwork = "soak-second-writer"
+	// soakFlatTolerance is how much goroutines and RSS may grow between warm-up and the end.
+	soakFlatTolerance = 0.10
+	// soakPausedLabel is the node label the DaemonSet is made to require to take netplug away.
+	soakPausedLabel = "netplug.io/soak-paused"
+)
+
+type soakParams struct {
+	Pods   int      `json:"pods"`
+	Cycles int      `json:"cycles_planned"`
+	Faults []string `json:"faults_planned"`
+	Seed   int64    `json:"seed"`
+	Out    string   `json:"-"`
+}
+
+func soakParamsFromEnv() (soakParams, error) {
+	p := soakParams{Pods: 10, Cycles: 500, Faults: soakFaultNames, Seed: time.Now().UnixNano()}
+	for key, dst := range map[string]*int{"SOAK_PODS": &p.Pods, "SOAK_CYCLES": &p.Cycles} {
+		if v := os.Getenv(key); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return p, fmt.Errorf("%s=%q: want a positive integer", key, v)
+			}
+			*dst = n
+		}
+	}
+	if p.Pods > 30 {
+		return p, fmt.Errorf("SOAK_PODS=%d: at most 30 (static addresses are 8 per pod in a /24)", p.Pods)
+	}
+	if v := os.Getenv("SOAK_SEED"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return p, fmt.Errorf("SOAK_SEED=%q: %w", v, err)
+		}
+		p.Seed = n
+	}
+	switch v := os.Getenv("SOAK_FAULTS"); v {
+	case "", "all":
+	case "none":
+		p.Faults = nil
+	default:
+		p.Faults = nil
+		for _, f := range strings.Split(v, ",") {
+			if !slices.Contains(soakFaultNames, f) {
+				return p, fmt.Errorf("SOAK_FAULTS: unknown fault %q (known: %s)", f, strings.Join(soakFaultNames, ", "))
+			}
+		}
+		for _, f := range soakFaultNames { // keep the injection order
+			if slices.Contains(strings.Split(v, ","), f) {
+				p.Faults = append(p.Faults, f)
+			}
+		}
+	}
+	p.Out = os.Getenv("SOAK_OUT")
+	if p.Out == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			return p, err
+		}
+		p.Out = filepath.Join(root, "_out", "soak.json")
+	}
+	return p, nil
+}
+
+// soakPod is one pod of the soak and what was last asked of it. Its worker, and a fault that
+// borrows the pod, hold mu while they act on it.
+type soakPod struct {
+	idx  int
+	name string
+	mu   sync.Mutex
+	uid  types.UID
+	want []element // the selection last written; nil: none
+	rng  *rand.Rand
+	uids []types.UID // every incarnation, to look for checkpoints left behind
+}
+
+type soak struct {
+	*scenario
+	params soakParams
+	pods   []*soakPod
+	lister corelisters.PodNamespaceLister
+
+	cycles      atomic.Int64 // edits started (a re-creation counts as one)
+	doubleEdits atomic.Int64 // second edits written 0-100 ms after the first
+	recreations atomic.Int64
+	faultsDone  atomic.Bool
+	// gate lets a measurement stop the churn: workers hold it for reading per action.
+	gate sync.RWMutex
+
+	dupes  dupeWatch
+	writer secondWriter
+
+	mu       sync.Mutex
+	problems []string
+	res      soakResult
+}
+
+func newSoak(t *testing.T, params soakParams) *soak {
+	s := &soak{scenario: fw.newScenario(t, "soak"), params: params}
+	s.res.Params = params
+	t.Logf("soak: %d pods, %d edits, faults %v, seed %d (SOAK_SEED=%d replays the edits)",
+		params.Pods, params.Cycles, params.Faults, params.Seed, params.Seed)
+	for i := range params.Pods {
+		s.pods = append(s.pods, &soakPod{idx: i, name: fmt.Sprintf("soak%02d", i),
+			rng: rand.New(rand.NewSource(params.Seed + int64(i)))}) //nolint:gosec // reproducible test data
+	}
+	return s
+}
+
+// problem records something wrong found during the run; the test fails at the end, after the
+// counts are printed.
+func (s *soak) problem(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	s.t.Logf("PROBLEM: %s", msg)
+	s.mu.Lock()
+	s.problems = append(s.problems, msg)
+	s.mu.Unlock()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Networks: two host-local bridges, a static-IP bridge and a static-IP macvlan.
+
+var soakBridges = map[string]string{"a": "npsoaka", "b": "npsoakb", "st": "npsoaks"}
+
+func (s *soak) createNetworks() {
+	s.createBridgeNAD("a", soakBridges["a"], "10.230.0.0/24")
+	s.createBridgeNAD("b", soakBridges["b"], "10.230.1.0/24")
+	s.createNAD("st", s.staticBridgeConfig())
+	s.createNAD("mv", map[string]any{
+		"type": "macvlan", "master": s.env.MacvlanMaster, "mode": "bridge",
+		"capabilities": map[string]any{"ips": true, "mac": true},
+		"ipam":         map[string]any{"type": "static"},
+	})
+}
+
+func (s *soak) staticBridgeConfig() map[string]any {
+	return map[string]any{
+		"type": "bridge", "bridge": soakBridges["st"],
+		"capabilities": map[string]any{"ips": true},
+		"ipam":         map[string]any{"type": "static"},
+	}
+}
+
+// staticHost is the last octet of static address k (0..7) of pod idx: pods never share one.
+func staticHost(idx, k int) int { return 10 + idx*8 + k }
+
+// randomSelection draws 0-4 elements: networks a, b (host-local), st (static IP) and mv
+// (static IP and MAC), most with an interface name from a small pool (so that the same name
+// comes back with another network or address: a replug), some unnamed (netN).
+func (s *soak) randomSelection(p *soakPod) []element {
+	rng := p.rng
+	names := []string{"sa", "sb", "sc", "sd"}
+	rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	stSlots, mvSlots := rng.Perm(8), rng.Perm(8)
+	var out []element
+	for i := range rng.Intn(5) {
+		var e element
+		switch r := rng.Intn(10); {
+		case r < 4:
+			e.Name = "a"
+		case r < 7:
+			e.Name = "b"
+		case r < 9:
+			e.Name = "st"
+			e.IPs = []string{fmt.Sprintf("10.230.2.%d/24", staticHost(p.idx, stSlots[i]))}
+		default:
+			h := staticHost(p.idx, mvSlots[i])
+			e.Name = "mv"
+			e.IPs = []string{fmt.Sprintf("10.230.3.%d/24", h)}
+			e.MAC = fmt.Sprintf("02:42:0a:e6:03:%02x", h)
+		}
+		if rng.Intn(3) > 0 {
+			e.Interface = names[i]
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// annotationValue renders a selection as users write it: JSON, or the short comma form when no
+// element has attributes (sometimes), or nothing at all.
+func annotationValue(rng *rand.Rand, elements []element) *string {
+	if len(elements) == 0 {
+		if rng.Intn(2) == 0 {
+			return nil // the annotation removed
+		}
+		v := "[]"
+		return &v
+	}
+	short := rng.Intn(3) == 0
+	var parts []string
+	for _, e := range elements {
+		short = short && len(e.IPs) == 0 && e.MAC == ""
+		part := e.Name
+		if e.Interface != "" {
+			part += "@" + e.Interface
+		}
+		parts = append(parts, part)
+	}
+	v := selection(elements...)
+	if short {
+		v = strings.Join(parts, ",")
+	}
+	return &v
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run.
+
+func (s *soak) run() {
+	t := s.t
+	start := time.Now()
+	s.createNetworks()
+	hostLinksBefore := hostLinks(t)
+	s.watchPods()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	t.Cleanup(s.restoreDaemonSet) // a failed controller-down must not leave the node without netplug
+
+	for _, p := range s.pods {
+		p.mu.Lock()
+		err := s.createPod(ctx, p)
+		p.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range s.pods {
+		if err := s.waitConverged(ctx, p); err != nil {
+			t.Fatalf("initial state: %v", err)
+		}
+	}
+	t.Logf("soak: %d pods running with their first selections after %s", len(s.pods), time.Since(start).Round(time.Millisecond))
+
+	writerCtx, stopWriter := context.WithCancel(ctx)
+	writerDone := make(chan struct{})
+	go func() { defer close(writerDone); s.runSecondWriter(writerCtx) }()
+
+	var workers sync.WaitGroup
+	for _, p := range s.pods {
+		workers.Add(1)
+		go func() { defer workers.Done(); s.worker(ctx, p) }()
+	}
+	churnStart := time.Now()
+	s.runFaults(ctx)
+	s.faultsDone.Store(true)
+	workers.Wait()
+	s.res.ChurnSeconds = round2(time.Since(churnStart).Seconds())
+	stopWriter()
+	<-writerDone
+	t.Logf("soak: churn over after %s: %d edits", time.Since(churnStart).Round(time.Second), s.cycles.Load())
+
+	s.finalChecks(ctx)
+	s.res.End = s.footprint(t, "end")
+	s.deleteAllAndCount(hostLinksBefore)
+	s.res.TotalSeconds = round2(time.Since(start).Seconds())
+	s.report()
+}
+
+// worker edits its pod until enough edits were made and every fault was injected.
+func (s *soak) worker(ctx context.Context, p *soakPod) {
+	for ctx.Err() == nil {
+		if s.cycles.Load() >= int64(s.params.Cycles) && s.faultsDone.Load() {
+			return
+		}
+		s.cycles.Add(1)
+		s.gate.RLock()
+		p.mu.Lock()
+		err := s.act(ctx, p)
+		p.mu.Unlock()
+		s.gate.RUnlock()
+		if err != nil {
+			s.problem("pod %s: %v", p.name, err)
+		}
+	}
+}
+
+// act makes one random change to the pod: mostly an edit, sometimes two edits 0-100 ms apart,
+// now and then a deletion and re-creation; then, half of the time, waits until it converged.
+func (s *soak) act(ctx context.Context, p *soakPod) error {
+	switch r := p.rng.Float64(); {
+	case r < 0.04:
+		if err := s.recreatePod(ctx, p); err != nil {
+			return err
+		}
+	case r < 0.20:
+		if err := s.edit(ctx, p); err != nil {
+			return err
+		}
+		time.Sleep(time.Duration(p.rng.Intn(100)) * time.Millisecond)
+		s.cycles.Add(1)
+		s.doubleEdits.Add(1)
+		if err := s.edit(ctx, p); err != nil {
+			return err
+		}
+	default:
+		if err := s.edit(ctx, p); err != nil {
+			return err
+		}
+	}
+	if p.rng.Intn(2) == 0 {
+		time.Sleep(time.Duration(p.rng.Intn(300)) * time.Millisecond)
+		return nil
+	}
+	return s.waitConverged(ctx, p)
+}
+
+// edit writes a new random selection on the pod.
+func (s *soak) edit(ctx context.Context, p *soakPod) error {
+	want := s.randomSelection(p)
+	value := annotationValue(p.rng, want)
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"annotations": map[string]*string{nadv1.NetworkAttachmentAnnot: value}}})
+	if err != nil {
+		return err
+	}
+	err = s.retryAPI(ctx, "editing pod "+p.name, func(ctx context.Context) error {
+		_, err := s.kube.CoreV1().Pods(s.ns).Patch(ctx, p.name, types.MergePatchType, patch, metav1.PatchOptions{})
+		return err
+	})
+	if err == nil {
+		p.want = want
+	}
+	return err
+}
+
+// retryAPI calls fn until it succeeds, for up to soakConverge: the apiserver may be restarting.
+func (s *soak) retryAPI(ctx context.Context, what string, fn func(ctx context.Context) error) error {
+	deadline := time.Now().Add(soakConverge)
+	delay := 100 * time.Millisecond
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
+		err := fn(callCtx)
+		cancel()
+		if err == nil || apierrors.IsNotFound(err) || apierrors.IsAlreadyExists(err) || apierrors.IsInvalid(err) {
+			return err
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// createPod creates the pod with a random first selection: Multus plugs those networks when the
+// sandbox is created and writes network-status itself (the other writer), and netplug takes
+// over from there. It waits until the pod runs.
+func (s *soak) createPod(ctx context.Context, p *soakPod) error {
+	want := s.randomSelection(p)
+	pod := s.newPod(p.name)
+	if v := annotationValue(p.rng, want); v != nil {
+		pod.Annotations = map[string]string{nadv1.NetworkAttachmentAnnot: *v}
+	}
+	err := s.retryAPI(ctx, "creating pod "+p.name, func(ctx context.Context) error {
+		_, err := s.kube.CoreV1().Pods(s.ns).Create(ctx, pod, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil && !apierrors.IsAlreadyExists(err) { // a retry after a lost answer
+		return err
+	}
+	var created *corev1.Pod
+	waitErr := s.poll(ctx, soakConverge, func(ctx context.Context) (bool, string) {
+		got, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, p.name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		if got.DeletionTimestamp != nil {
+			return false, "the previous incarnation is still terminating"
+		}
+		created = got
+		return got.Status.Phase == corev1.PodRunning, "phase " + string(got.Status.Phase)
+	})
+	if waitErr != nil {
+		return fmt.Errorf("pod %s did not start: %w", p.name, waitErr)
+	}
+	p.uid, p.want = created.UID, want
+	p.uids = append(p.uids, created.UID)
+	return nil
+}
+
+// recreatePod deletes the pod, waits until it is gone (netplug has released what it plugged and
+// removed its finalizer) and creates it again.
+func (s *soak) recreatePod(ctx context.Context, p *soakPod) error {
+	if err := s.deletePod(ctx, p); err != nil {
+		return err
+	}
+	if err := s.waitGone(ctx, p); err != nil {
+		return err
+	}
+	s.recreations.Add(1)
+	return s.createPod(ctx, p)
+}
+
+func (s *soak) deletePod(ctx context.Context, p *soakPod) error {
+	grace := int64(1)
+	uid := p.uid
+	err := s.retryAPI(ctx, "deleting pod "+p.name, func(ctx context.Context) error {
+		return s.kube.CoreV1().Pods(s.ns).Delete(ctx, p.name, metav1.DeleteOptions{
+			GracePeriodSeconds: &grace, Preconditions: &metav1.Preconditions{UID: &uid}})
+	})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func (s *soak) waitGone(ctx context.Context, p *soakPod) error {
+	return s.poll(ctx, soakConverge, func(ctx context.Context) (bool, string) {
+		got, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, p.name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return true, ""
+		case err != nil:
+			return false, err.Error()
+		case got.UID != p.uid:
+			return true, ""
+		}
+		return false, fmt.Sprintf("pod %s still there (finalizers %v)", p.name, got.Finalizers)
+	})
+}
+
+// poll calls cond every pollInterval until it is true, for at most timeout.
+func (s *soak) poll(ctx context.Context, timeout time.Duration, cond func(ctx context.Context) (bool, string)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
+		done, why := cond(callCtx)
+		cancel()
+		if done {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %s: %s", timeout, why)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convergence: what the pod asks for is what network-status says and what its netns has.
+
+// waitConverged waits until the pod converged on its last selection.
+func (s *soak) waitConverged(ctx context.Context, p *soakPod) error {
+	if err := s.poll(ctx, soakConverge, func(ctx context.Context) (bool, string) {
+		why := s.divergence(ctx, p)
+		return why == "", why
+	}); err != nil {
+		return fmt.Errorf("not converged on %s: %w", selection(p.want...), err)
+	}
+	return nil
+}
+
+// divergence says how the pod differs from its last selection, or "" when it converged.
+func (s *soak) divergence(ctx context.Context, p *soakPod) string {
+	pod, err := s.lister.Get(p.name)
+	if err != nil {
+		return err.Error()
+	}
+	if pod.UID != p.uid {
+		return "the pod is not the one the soak created last"
+	}
+	if pod.Status.Phase != corev1.PodRunning {
+		return "phase " + string(pod.Status.Phase)
+	}
+	statuses, err := soakStatus(pod)
+	if err != nil {
+		return err.Error()
+	}
+	if why := statusDivergence(s.ns, p.want, statuses); why != "" {
+		return why
+	}
+	links, err := s.podLinks(ctx, pod)
+	if err != nil {
+		return err.Error()
+	}
+	inNetns, inStatus := linkMismatches(links, statuses)
+	if len(inNetns)+len(inStatus) > 0 {
+		return fmt.Sprintf("netns has %v that network-status lacks; network-status has %v that the netns lacks", inNetns, inStatus)
+	}
+	for iface, st := range statuses {
+		if why := links[iface].disagreesWith(st); why != "" {
+			return why
+		}
+	}
+	return ""
+}
+
+// soakStatus returns the secondary network-status entries by interface, without the second
+// writer's entry; an interface listed twice is an error.
+func soakStatus(pod *corev1.Pod) (map[string]nadv1.NetworkStatus, error) {
+	entries, err := networkStatus(pod)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]nadv1.NetworkStatus{}
+	for _, e := range entries {
+		if e.Default || e.Name == soakForeignNetwork {
+			continue
+		}
+		if _, dup := out[e.Interface]; dup {
+			return nil, fmt.Errorf("network-status lists interface %q twice", e.Interface)
+		}
+		out[e.Interface] = e
+	}
+	return out, nil
+}
+
+var unnamedInterface = regexp.MustCompile(`^net[1-9][0-9]*$`)
+
+// statusDivergence compares the secondary entries with the selection: every named element is
+// there with its network, addresses and MAC, and the rest are netN interfaces, as many per
+// network as there are unnamed elements of it.
+func statusDivergence(ns string, want []element, statuses map[string]nadv1.NetworkStatus) string {
+	unnamed := map[string]int{}
+	named := map[string]bool{}
+	for _, e := range want {
+		network := ns + "/" + e.Name
+		if e.Interface == "" {
+			unnamed[network]++
+			continue
+		}
+		named[e.Interface] = true
+		st, ok := statuses[e.Interface]
+		switch {
+		case !ok:
+			return fmt.Sprintf("network-status has no %s", e.Interface)
+		case st.Name != network:
+			return fmt.Sprintf("network-status has %s on %s, want %s", e.Interface, st.Name, network)
+		case len(e.IPs) > 0 && !slices.Equal(ipsOf(st.IPs), ipsOf(e.IPs)):
+			return fmt.Sprintf("network-status has %s with %v, want %v", e.Interface, st.IPs, e.IPs)
+		case e.MAC != "" && !strings.EqualFold(st.Mac, e.MAC):
+			return fmt.Sprintf("network-status has %s with MAC %s, want %s", e.Interface, st.Mac, e.MAC)
+		}
+	}
+	got := map[string]int{}
+	for iface, st := range statuses {
+		if named[iface] {
+			continue
+		}
+		if !unnamedInterface.MatchString(iface) {
+			return fmt.Sprintf("network-status has %s (%s), which the selection does not ask for", iface, st.Name)
+		}
+		got[st.Name]++
+	}
+	for network, n := range unnamed {
+		if got[network] != n {
+			return fmt.Sprintf("%d unnamed interfaces on %s, want %d", got[network], network, n)
+		}
+	}
+	for network, n := range got {
+		if unnamed[network] == 0 {
+			return fmt.Sprintf("%d unnamed interfaces on %s, want none", n, network)
+		}
+	}
+	return ""
+}
+
+func ipsOf(cidrs []string) []string {
+	out := make([]string, 0, len(cidrs))
+	for _, c := range cidrs {
+		out = append(out, ipOf(c))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// linkMismatches lists the pod's links (but lo and eth0) that network-status does not list,
+// and the entries that have no link.
+func linkMismatches(links map[string]Link, statuses map[string]nadv1.NetworkStatus) (inNetnsOnly, inStatusOnly []string) {
+	for name := range links {
+		if _, ok := statuses[name]; !ok && name != "lo" && name != "eth0" {
+			inNetnsOnly = append(inNetnsOnly, name)
+		}
+	}
+	for iface := range statuses {
+		if _, ok := links[iface]; !ok {
+			inStatusOnly = append(inStatusOnly, iface)
+		}
+	}
+	sort.Strings(inNetnsOnly)
+	sort.Strings(inStatusOnly)
+	return inNetnsOnly, inStatusOnly
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching every version of every pod for duplicated entries.
+
+type dupeWatch struct {
+	seen     atomic.Int64 // pod versions looked at
+	dupes    atomic.Int64 // versions listing an interface (or the default network) twice
+	mu       sync.Mutex
+	examples []string
+}
+
+func (s *soak) watchPods() {
+	t := s.t
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	factory := informers.NewSharedInformerFactoryWithOptions(s.kube, 0, informers.WithNamespace(s.ns))
+	podInformer := factory.Core().V1().Pods()
+	s.lister = podInformer.Lister().Pods(s.ns)
+	check := func(obj any) {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		s.dupes.seen.Add(1)
+		if why := duplicatedEntry(pod); why != "" {
+			s.dupes.dupes.Add(1)
+			s.dupes.mu.Lock()
+			if len(s.dupes.examples) < 5 {
+				s.dupes.examples = append(s.dupes.examples, fmt.Sprintf("pod %s rv %s: %s: %s", pod.Name,
+					pod.ResourceVersion, why, pod.Annotations[nadv1.NetworkStatusAnnot]))
+			}
+			s.dupes.mu.Unlock()
+		}
+	}
+	if _, err := podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: check, UpdateFunc: func(_, obj any) { check(obj) },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	factory.Start(ctx.Done())
+	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer syncCancel()
+	if !cache.WaitForCacheSync(syncCtx.Done(), podInformer.Informer().HasSynced) {
+		t.Fatalf("the pod watch of %s did not sync", s.ns)
+	}
+}
+
+// duplicatedEntry says which interface (or default network, or second-writer entry) a pod's
+// network-status lists twice, or "".
+func duplicatedEntry(pod *corev1.Pod) string {
+	entries, err := networkStatus(pod)
+	if err != nil {
+		return err.Error()
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		key := "interface " + e.Interface
+		switch {
+		case e.Default:
+			key = "the default network"
+		case e.Name == soakForeignNetwork:
+			key = "the second writer's entry"
+		}
+		if seen[key] {
+			return key + " twice"
+		}
+		seen[key] = true
+	}
+	return ""
+}
+
+// ---------------------------------------------------------------------------------------------
+// The second writer: another component rewriting network-status while netplug works. It does
+// what a well-behaved writer does (read, modify, write guarded by resourceVersion): keeps an
+// entry of its own up to date and reorders the others. netplug must never drop its entry, undo
+// its write, or duplicate anything because of it.
+
+type secondWriter struct {
+	writes, conflicts atomic.Int64
+	mu                sync.Mutex
+	last              map[types.UID]string // the generation last written on each pod
+}
+
+func (s *soak) runSecondWriter(ctx context.Context) {
+	rng := rand.New(rand.NewSource(s.params.Seed - 1)) //nolint:gosec // reproducible test data
+	s.writer.last = map[types.UID]string{}
+	for gen := 1; ctx.Err() == nil; gen++ {
+		time.Sleep(time.Duration(100+rng.Intn(200)) * time.Millisecond)
+		p := s.pods[rng.Intn(len(s.pods))]
+		callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
+		err := s.secondWrite(callCtx, p.name, fmt.Sprintf("gen-%d.soak.test", gen))
+		cancel()
+		switch {
+		case apierrors.IsConflict(err):
+			s.writer.conflicts.Add(1)
+		case err != nil: // the pod is being replaced, or the apiserver restarts: try another time
+		default:
+			s.writer.writes.Add(1)
+		}
+	}
+}
+
+func (s *soak) secondWrite(ctx context.Context, name, generation string) error {
+	pod, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	entries, err := networkStatus(pod)
+	if err != nil || len(entries) == 0 || pod.DeletionTimestamp != nil {
+		return errors.New("nothing to rewrite")
+	}
+	var defaults, others []nadv1.NetworkStatus
+	for _, e := range entries {
+		switch {
+		case e.Default:
+			defaults = append(defaults, e)
+		case e.Name != soakForeignNetwork:
+			others = append(others, e)
+		}
+	}
+	slices.Reverse(others)
+	out := slices.Concat(defaults,
+		[]nadv1.NetworkStatus{{Name: soakForeignNetwork, DNS: nadv1.DNS{Search: []string{generation}}}}, others)
+	raw, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": pod.ResourceVersion,
+		"annotations":     map[string]string{nadv1.NetworkStatusAnnot: string(raw)},
+	}})
+	if err != nil {
+		return err
+	}
+	if _, err := s.kube.CoreV1().Pods(s.ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return err
+	}
+	s.writer.mu.Lock()
+	s.writer.last[pod.UID] = generation
+	s.writer.mu.Unlock()
+	return nil
+}
+
+// foreignEntryLost says whether the pod lost the second writer's last write.
+func (s *soak) foreignEntryLost(pod *corev1.Pod) string {
+	s.writer.mu.Lock()
+	want, wrote := s.writer.last[pod.UID]
+	s.writer.mu.Unlock()
+	if !wrote {
+		return ""
+	}
+	entries, _ := networkStatus(pod)
+	for _, e := range entries {
+		if e.Name == soakForeignNetwork {
+			if slices.Equal(e.DNS.Search, []string{want}) {
+				return ""
+			}
+			return fmt.Sprintf("pod %s: the second writer's entry says %v, it last wrote %s", pod.Name, e.DNS.Search, want)
+		}
+	}
+	return fmt.Sprintf("pod %s: the second writer's entry (last written %s) is gone", pod.Name, want)
+}
