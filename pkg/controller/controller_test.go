@@ -141,6 +141,32 @@ func TestReplugInterruptedBeforeTheStatusWriteIsRepluggedAgain(t *testing.T) {
 	})
 }
 
+// An interface is unplugged while the API server refuses status writes, and asked for again
+// before they work (the soak's kube-apiserver restart found it): network-status still lists
+// it, the link is gone. netplug must not take the stale entry for the interface: it plugs it.
+func TestUnplugNotYetInStatusIsNotMistakenForAttached(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if isStatusPatch(a) {
+			return true, nil, apierrors.NewServiceUnavailable("down")
+		}
+		return false, nil, nil
+	})
+	e.annotate("ns", "p", "")
+	e.eventually("the DEL", func() bool { return len(e.delegate.callLog()) >= 2 })
+	e.expectEvent("Warning", ReasonStatusWriteFailed)
+	e.shutdown()
+	e.annotate("ns", "p", "a@net1")
+	e.kube.ReactionChain = e.kube.ReactionChain[1:]
+	e.start()
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.eventually("net1 recorded as plugged, not in flight", func() bool {
+		entries, _ := e.store.List("uid-p")
+		return len(entries) == 1 && entries[0].InFlight == ""
+	})
+}
+
 func TestMissingNADThenCreated(t *testing.T) {
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1,late@net2")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})

@@ -43,6 +43,9 @@ type podRun struct {
 	entries map[string]checkpoint.Entry
 	changes []status.Change
 	failed  []string
+	// unplugged are the interfaces DELeted in this run; their checkpoints, still marked in
+	// flight, go once network-status no longer lists them.
+	unplugged []string
 }
 
 func (c *Controller) reconcile(ctx context.Context, k key) error {
@@ -158,14 +161,14 @@ func (c *Controller) reconcile(ctx context.Context, k key) error {
 	if len(run.changes) > 0 {
 		written, err := c.status.Apply(ctx, run.pod, run.changes)
 		if err != nil {
-			// The interfaces stay checkpointed but unconfirmed: the retry replugs them to
-			// learn their result, then writes it.
+			// The checkpoints stay in flight: the retry treats their interfaces as unknown
+			// and replugs (or DELs again) what it still wants (or not), then writes it.
 			c.warn(pod, ReasonStatusWriteFailed, "%v", err)
 			return err
 		}
 		c.written.Store(pod.UID, lastWrite{written.ResourceVersion, written.Annotations[nadv1.NetworkStatusAnnot]})
-		c.confirmPlugged(ctx, run)
 	}
+	c.settleCheckpoints(ctx, run)
 	c.setAttached(pod.UID, len(run.entries))
 	if len(run.failed) > 0 {
 		return fmt.Errorf("%d of %d steps failed: %s", len(run.failed),
@@ -278,10 +281,22 @@ func (c *Controller) plug(ctx context.Context, run *podRun, a attachment.Attachm
 	return true
 }
 
-// confirmPlugged clears the in-flight mark of the interfaces this run plugged, now that
-// network-status lists their results. Failing to is logged only: the interface then counts as
-// uncertain and the next reconcile replugs it.
-func (c *Controller) confirmPlugged(ctx context.Context, run *podRun) {
+// settleCheckpoints records the run's outcome once network-status has it: the checkpoints of
+// interfaces it unplugged (and did not plug again) are removed, and those it plugged are no
+// longer in flight. Failing to is logged only: the interface then counts as uncertain and the
+// next reconcile DELs or replugs it again.
+func (c *Controller) settleCheckpoints(ctx context.Context, run *podRun) {
+	for _, iface := range run.unplugged {
+		entry, ok := run.entries[iface]
+		if !ok || entry.InFlight != checkpoint.InFlightDel {
+			continue // plugged again after the DEL
+		}
+		if err := c.checkpoints.Delete(entry.PodUID, iface); err != nil {
+			klog.FromContext(ctx).Error(err, "Removing checkpoint", "interface", iface)
+			continue
+		}
+		delete(run.entries, iface)
+	}
 	for _, change := range run.changes {
 		entry, ok := run.entries[change.Interface]
 		if change.Entry == nil || !ok || entry.InFlight != checkpoint.InFlightAdd {
@@ -332,10 +347,7 @@ func (c *Controller) unplug(ctx context.Context, run *podRun, a attachment.Attac
 		run.failed = append(run.failed, fmt.Sprintf("unplug %s: %v", a, err))
 		return false
 	}
-	if err := c.checkpoints.Delete(entry.PodUID, a.Interface); err != nil {
-		klog.FromContext(ctx).Error(err, "Removing checkpoint", "interface", a.Interface)
-	}
-	delete(run.entries, a.Interface)
+	run.unplugged = append(run.unplugged, a.Interface)
 	if a.Confirmed {
 		run.changes = append(run.changes, status.Change{Interface: a.Interface})
 	}
