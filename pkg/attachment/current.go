@@ -34,7 +34,8 @@ func ParseNetworkStatus(annotation string) ([]nadv1.NetworkStatus, error) {
 
 // Current lists the secondary attachments a pod has: every non-default network-status entry
 // with a "namespace/name" network and an interface, enriched with netplug's records, plus the
-// records that never reached network-status (Confirmed false).
+// records that never reached network-status (Confirmed false). Records are never older than
+// network-status: where they disagree on an interface's network, the record wins, uncertain.
 func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 	byInterface := make(map[string]Record, len(records))
 	for _, r := range records {
@@ -52,8 +53,14 @@ func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 			Namespace: ns, Network: name, Interface: s.Interface, Index: -1,
 			ObservedIPs: s.IPs, ObservedMAC: s.Mac, Confirmed: true,
 		}
-		if r, ok := byInterface[s.Interface]; ok && r.Namespace == ns && r.Network == name {
+		if r, ok := byInterface[s.Interface]; ok {
 			a.Attributes, a.AttributesKnown, a.Uncertain = r.Attributes, true, r.Uncertain
+			if r.Namespace != ns || r.Network != name {
+				// The record is newer than the entry (it is written before every ADD, and a
+				// replug only ADDs after the old network's DEL succeeded): the status write of
+				// that replug never happened. The interface is the record's network, or none.
+				a.Namespace, a.Network, a.ObservedIPs, a.ObservedMAC, a.Uncertain = r.Namespace, r.Network, nil, "", true
+			}
 		}
 		out = append(out, a)
 	}

@@ -25,13 +25,14 @@ func TestCurrent(t *testing.T) {
 		{"name":"no-namespace","interface":"net3"},
 		{"name":"ns/nointerface"},
 		{"name":"ns/br","interface":"net6"},
-		{"name":"ns/br","interface":"net1"}]`)
+		{"name":"ns/br","interface":"net1"},
+		{"name":"ns/br","interface":"net8","ips":["10.0.0.8"],"mac":"02:00:00:00:00:08"}]`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	records := []Record{
 		{Namespace: "ns", Network: "mv", Interface: "net2", Attributes: Attributes{MAC: "02:00:00:00:00:09"}},
-		{Namespace: "ns", Network: "other", Interface: "net1"}, // stale: net1 is ns/br now
+		{Namespace: "ns", Network: "other", Interface: "net1"}, // a replug to other whose status write never happened
 		{Namespace: "ns", Network: "br", Interface: "net5", Attributes: Attributes{IPs: []string{"10.0.0.5/24"}}},
 		{Namespace: "ns", Network: "br", Interface: "net6", Uncertain: true},
 		{Namespace: "ns", Network: "br", Interface: "net7", Uncertain: true},
@@ -44,9 +45,10 @@ func TestCurrent(t *testing.T) {
 		mac                  string
 		observedIPs, observe int
 	}{
-		{key: "ns/br/net1", known: false, confirmed: true},
+		{key: "ns/other/net1", known: true, confirmed: true, uncertain: true},
 		{key: "ns/mv/net2", known: true, confirmed: true, mac: "02:00:00:00:00:09"},
 		{key: "ns/br/net6", known: true, confirmed: true, uncertain: true},
+		{key: "ns/br/net8", known: false, confirmed: true},
 		{key: "ns/br/net5", known: true, confirmed: false},
 		{key: "ns/br/net7", known: true, confirmed: false, uncertain: true},
 	}
@@ -63,7 +65,10 @@ func TestCurrent(t *testing.T) {
 			t.Errorf("current attachment %d has index %d, want -1", i, g.Index)
 		}
 	}
-	if got[0].ObservedMAC != "02:00:00:00:00:01" || len(got[0].ObservedIPs) != 1 {
-		t.Errorf("observed state not carried: %+v", got[0])
+	if got[0].ObservedMAC != "" || len(got[0].ObservedIPs) != 0 {
+		t.Errorf("the superseded entry's observed state was carried: %+v", got[0])
+	}
+	if got[3].ObservedMAC != "02:00:00:00:00:08" || len(got[3].ObservedIPs) != 1 {
+		t.Errorf("observed state not carried: %+v", got[3])
 	}
 }

@@ -167,6 +167,39 @@ func TestUnplugNotYetInStatusIsNotMistakenForAttached(t *testing.T) {
 	})
 }
 
+// A replug from a to b whose status write never happens leaves network-status saying a while
+// the checkpoint says b; the next edit (to c) must DEL the interface with b's config, or b's
+// address leaks (the soak found it: host-local kept an address of a deleted pod).
+func TestReplugWithoutStatusWriteDELsTheNewNetwork(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a", "ns/b", "ns/c"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if isStatusPatch(a) {
+			return true, nil, apierrors.NewServiceUnavailable("down")
+		}
+		return false, nil, nil
+	})
+	e.annotate("ns", "p", "b@net1")
+	e.eventually("the ADD of b", func() bool { return slices.Contains(e.delegate.callLog(), "ADD ns/p net1 b") })
+	e.shutdown()
+	e.annotate("ns", "p", "c@net1")
+	e.kube.ReactionChain = e.kube.ReactionChain[1:]
+	e.start()
+	e.converged("ns", "p", []string{"ns/c@net1"}, []string{"net1=c"})
+	count := func(call string) int {
+		n := 0
+		for _, c := range e.delegate.callLog() {
+			if c == call {
+				n++
+			}
+		}
+		return n
+	}
+	if adds, dels := count("ADD ns/p net1 b"), count("DEL ns/p net1 b"); adds != dels {
+		t.Fatalf("%d ADDs of b, %d DELs with b's config; calls %v", adds, dels, e.delegate.callLog())
+	}
+}
+
 func TestMissingNADThenCreated(t *testing.T) {
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1,late@net2")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
