@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -173,9 +174,10 @@ func (s *soak) sandboxAllocations(sandboxID string) int {
 	return n
 }
 
-// releaseWhileDown deletes the borrowed pod while `down` is in effect, ends it with `up`, and
-// checks that the pod's hot-plugged addresses are released once netplug is back.
-func (s *soak) releaseWhileDown(ctx context.Context, p *soakPod, up func() error) (string, error) {
+// releaseWhileDown deletes the borrowed pod while netplug is down, calls up to bring netplug
+// back, and checks that the pod's hot-plugged addresses are released. Whatever happens, the
+// pod is created again for its worker once the old one is gone.
+func (s *soak) releaseWhileDown(ctx context.Context, p *soakPod, up func() error) (detail string, err error) {
 	sandbox, err := s.cri.PodSandbox(ctx, string(p.uid))
 	if err != nil {
 		return "", err
@@ -185,11 +187,19 @@ func (s *soak) releaseWhileDown(ctx context.Context, p *soakPod, up func() error
 		return "", err
 	}
 	deleted := time.Now()
+	defer func() {
+		if goneErr := s.waitGone(ctx, p); goneErr != nil {
+			err = errors.Join(err, fmt.Errorf("the pod deleted while netplug was down: %w", goneErr))
+			return
+		}
+		s.recreations.Add(1)
+		err = errors.Join(err, s.createPod(ctx, p))
+	}()
 	if err := up(); err != nil {
 		return "", err
 	}
 	if err := s.waitGone(ctx, p); err != nil {
-		return "", fmt.Errorf("the pod deleted while netplug was down: %w", err)
+		return "", err
 	}
 	gone := time.Since(deleted)
 	if err := s.poll(ctx, 30*time.Second, func(context.Context) (bool, string) {
@@ -198,10 +208,8 @@ func (s *soak) releaseWhileDown(ctx context.Context, p *soakPod, up func() error
 	}); err != nil {
 		return "", err
 	}
-	detail := fmt.Sprintf("pod %s deleted with %d host-local addresses while netplug was down; gone %.1fs later, addresses released",
-		p.name, held, gone.Seconds())
-	s.recreations.Add(1)
-	return detail, s.createPod(ctx, p)
+	return fmt.Sprintf("pod %s deleted with %d host-local addresses while netplug was down; gone %.1fs later, addresses released",
+		p.name, held, gone.Seconds()), nil
 }
 
 // faultControllerKill SIGKILLs the controller and deletes a pod it plugged before the kubelet

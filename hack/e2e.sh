@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `make e2e` runs: bring the local cluster up, build and deploy netplug into it, run the e2e
-# suite, and always tear the cluster down (KEEP_CLUSTER=1 keeps it for debugging). On failure the
+# suite, a short soak (6 pods, 120 edits, every fault) and a tiny benchmark, and always tear the
+# cluster down (KEEP_CLUSTER=1 keeps it for debugging). On failure the
 # controller, Multus and kubelet logs are printed and all cluster logs copied to $ARTIFACTS.
 #
 # env: KEEP_CLUSTER=1   leave the cluster running afterwards
@@ -20,6 +21,11 @@ cluster_session e2e
 
 # shellcheck disable=SC2086 # E2E_ARGS is a list of go test arguments
 go test -tags e2e -count=1 -timeout 40m -v ./e2e/... ${E2E_ARGS:-}
+
+# The short soak: the same churn, faults and leak counts as `make soak`, on fewer pods and edits
+# (about 2 minutes). Its figures land in _out/soak-short.json.
+NETPLUG_SOAK=1 SOAK_PODS=${SOAK_PODS:-6} SOAK_CYCLES=${SOAK_CYCLES:-120} SOAK_OUT="$ROOT/_out/soak-short.json" \
+  go test -tags e2e -count=1 -timeout 20m -run '^TestSoak$' -v ./e2e/
 
 # A tiny run of the benchmark (2 pods, 1 interface each) so `make bench` keeps working; its
 # figures are not a test. The real run is `make bench`.
