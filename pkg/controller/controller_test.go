@@ -116,16 +116,11 @@ func TestAttributeChangeIsAReplug(t *testing.T) {
 func TestReplugInterruptedBeforeTheStatusWriteIsRepluggedAgain(t *testing.T) {
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", `[{"name":"a","interface":"net1","ips":["10.1.0.5/24"]}]`)}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
-	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if isStatusPatch(a) {
-			return true, nil, apierrors.NewServiceUnavailable("down")
-		}
-		return false, nil, nil
-	})
+	e.failStatusWrites()
 	e.annotate("ns", "p", `[{"name":"a","interface":"net1","ips":["10.1.0.6/24"]}]`)
 	e.eventually("the replug's ADD", func() bool { return len(e.delegate.callLog()) >= 3 })
 	e.shutdown()
-	e.kube.ReactionChain = e.kube.ReactionChain[1:]
+	e.restoreStatusWrites()
 	e.start()
 	netns := sandboxFor("uid-p").NetNS
 	e.eventually("the status and the link agree on the new address", func() bool {
@@ -135,10 +130,7 @@ func TestReplugInterruptedBeforeTheStatusWriteIsRepluggedAgain(t *testing.T) {
 		return slices.Equal(link.IPs, []string{"10.1.0.6/24"}) &&
 			strings.Contains(e.pod("ns", "p").Annotations[nadv1.NetworkStatusAnnot], `"10.1.0.6"`)
 	})
-	e.eventually("net1 recorded as plugged, not in flight", func() bool {
-		entries, _ := e.store.List("uid-p")
-		return len(entries) == 1 && entries[0].InFlight == ""
-	})
+	e.expectSettledCheckpoints("uid-p", "net1")
 }
 
 // An interface is unplugged while the API server refuses status writes, and asked for again
@@ -147,24 +139,16 @@ func TestReplugInterruptedBeforeTheStatusWriteIsRepluggedAgain(t *testing.T) {
 func TestUnplugNotYetInStatusIsNotMistakenForAttached(t *testing.T) {
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
-	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if isStatusPatch(a) {
-			return true, nil, apierrors.NewServiceUnavailable("down")
-		}
-		return false, nil, nil
-	})
+	e.failStatusWrites()
 	e.annotate("ns", "p", "")
 	e.eventually("the DEL", func() bool { return len(e.delegate.callLog()) >= 2 })
 	e.expectEvent("Warning", ReasonStatusWriteFailed)
 	e.shutdown()
 	e.annotate("ns", "p", "a@net1")
-	e.kube.ReactionChain = e.kube.ReactionChain[1:]
+	e.restoreStatusWrites()
 	e.start()
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
-	e.eventually("net1 recorded as plugged, not in flight", func() bool {
-		entries, _ := e.store.List("uid-p")
-		return len(entries) == 1 && entries[0].InFlight == ""
-	})
+	e.expectSettledCheckpoints("uid-p", "net1")
 }
 
 // A replug from a to b whose status write never happens leaves network-status saying a while
@@ -173,17 +157,12 @@ func TestUnplugNotYetInStatusIsNotMistakenForAttached(t *testing.T) {
 func TestReplugWithoutStatusWriteDELsTheNewNetwork(t *testing.T) {
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a", "ns/b", "ns/c"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
-	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if isStatusPatch(a) {
-			return true, nil, apierrors.NewServiceUnavailable("down")
-		}
-		return false, nil, nil
-	})
+	e.failStatusWrites()
 	e.annotate("ns", "p", "b@net1")
 	e.eventually("the ADD of b", func() bool { return slices.Contains(e.delegate.callLog(), "ADD ns/p net1 b") })
 	e.shutdown()
 	e.annotate("ns", "p", "c@net1")
-	e.kube.ReactionChain = e.kube.ReactionChain[1:]
+	e.restoreStatusWrites()
 	e.start()
 	e.converged("ns", "p", []string{"ns/c@net1"}, []string{"net1=c"})
 	count := func(call string) int {
@@ -382,16 +361,11 @@ func TestDeletedPodIsReleasedEvenAfterARestart(t *testing.T) {
 // replugs once, and does not add a second interface.
 func TestCrashBetweenAddAndStatusWrite(t *testing.T) {
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
-	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if isStatusPatch(a) {
-			return true, nil, apierrors.NewServiceUnavailable("down")
-		}
-		return false, nil, nil
-	})
+	e.failStatusWrites()
 	e.annotate("ns", "p", "a@net1")
 	e.eventually("first ADD", func() bool { return len(e.delegate.callLog()) >= 1 })
 	e.shutdown()
-	e.kube.ReactionChain = e.kube.ReactionChain[1:]
+	e.restoreStatusWrites()
 	e.start()
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
 }
@@ -423,10 +397,7 @@ func TestInterruptedUnplugIsNotMistakenForAttached(t *testing.T) {
 	e.annotate("ns", "p", "a@net1")
 	e.start()
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
-	e.eventually("net1 recorded as plugged, not in flight", func() bool {
-		entries, _ := e.store.List("uid-p")
-		return len(entries) == 1 && entries[0].InFlight == ""
-	})
+	e.expectSettledCheckpoints("uid-p", "net1")
 }
 
 func TestSandboxRecreatedReleasesOldInterfaces(t *testing.T) {

@@ -15,9 +15,12 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	nadfake "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2/ktesting"
 
@@ -356,4 +359,33 @@ func bridgeNAD(ns, name string) *nadv1.NetworkAttachmentDefinition {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: fmt.Sprintf(`{"cniVersion":"0.4.0","name":%q,"type":"bridge"}`, name)},
 	}
+}
+
+// failStatusWrites makes the API server refuse network-status patches (503) until
+// restoreStatusWrites; other patches go through.
+func (e *env) failStatusWrites() {
+	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if isStatusPatch(a) {
+			return true, nil, apierrors.NewServiceUnavailable("down")
+		}
+		return false, nil, nil
+	})
+}
+
+func (e *env) restoreStatusWrites() { e.kube.ReactionChain = e.kube.ReactionChain[1:] }
+
+// expectSettledCheckpoints waits until the pod's checkpoints are exactly ifaces, none in flight.
+func (e *env) expectSettledCheckpoints(uid string, ifaces ...string) {
+	e.t.Helper()
+	e.eventually(fmt.Sprintf("checkpoints %v recorded as plugged, not in flight", ifaces), func() bool {
+		entries, _ := e.store.List(uid)
+		var got []string
+		for _, entry := range entries {
+			if entry.InFlight != "" {
+				return false
+			}
+			got = append(got, entry.Interface)
+		}
+		return slices.Equal(got, ifaces)
+	})
 }
