@@ -6,13 +6,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -249,6 +252,7 @@ func (s *soak) faultControllerDown(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	s.keepLogs(old)
 	if err := s.setDaemonSetNodeSelector(ctx, fmt.Sprintf(`{%q:"true"}`, soakPausedLabel)); err != nil {
 		return "", err
 	}
@@ -275,6 +279,28 @@ func (s *soak) faultControllerDown(ctx context.Context) (string, error) {
 		return err
 	})
 	return "netplug taken off the node; " + detail + heldBy, err
+}
+
+// keepLogs follows the netplug container's log into $LOG_DIR/soak-<pod>.log until it exits:
+// the pod is about to be deleted, and its logs with it (diagnostics and CI artifacts keep them).
+func (s *soak) keepLogs(pod *corev1.Pod) {
+	file, err := os.Create(filepath.Join(s.env.LogDir, "soak-"+pod.Name+".log"))
+	if err != nil {
+		s.t.Logf("keeping the logs of %s: %v", pod.Name, err)
+		return
+	}
+	go func() {
+		defer func() { _ = file.Close() }()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		stream, err := s.kube.CoreV1().Pods(netplugNamespace).GetLogs(pod.Name,
+			&corev1.PodLogOptions{Container: netplugContainer, Follow: true}).Stream(ctx)
+		if err != nil {
+			return
+		}
+		defer func() { _ = stream.Close() }()
+		_, _ = io.Copy(file, stream)
+	}()
 }
 
 func (s *soak) setDaemonSetNodeSelector(ctx context.Context, selector string) error {

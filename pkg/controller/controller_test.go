@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
@@ -176,6 +177,36 @@ func TestReplugWithoutStatusWriteDELsTheNewNetwork(t *testing.T) {
 	}
 	if adds, dels := count("ADD ns/p net1 b"), count("DEL ns/p net1 b"); adds != dels {
 		t.Fatalf("%d ADDs of b, %d DELs with b's config; calls %v", adds, dels, e.delegate.callLog())
+	}
+}
+
+// A checkpoint whose interface the cached network-status does not list may still be listed by
+// the API server (a status write that landed although its answer was lost, and an informer
+// that has not seen it yet; the soak found a pod left with a stale entry that way). Unplugging
+// it writes its removal anyway, guarded by resourceVersion, before the checkpoint goes.
+func TestUnplugOfAnUnconfirmedRecordWritesItsRemoval(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
+	e.shutdown()
+	// The restarted controller finds net1 checkpointed but not in its view of network-status.
+	p := e.pod("ns", "p")
+	p.Annotations[nadv1.NetworkStatusAnnot] = `[{"name":"podnet","interface":"eth0","default":true}]`
+	p.Annotations[nadv1.NetworkAttachmentAnnot] = ""
+	if _, err := e.kube.CoreV1().Pods("ns").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var statusPatches atomic.Int32
+	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if isStatusPatch(a) {
+			statusPatches.Add(1)
+		}
+		return false, nil, nil
+	})
+	e.start()
+	e.eventually("net1 DELeted", func() bool { return slices.Contains(e.delegate.callLog(), "DEL ns/p net1 a") })
+	e.expectSettledCheckpoints("uid-p")
+	if statusPatches.Load() == 0 {
+		t.Fatal("the removal of net1 was not written to network-status before its checkpoint went")
 	}
 }
 

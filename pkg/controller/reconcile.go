@@ -348,9 +348,11 @@ func (c *Controller) unplug(ctx context.Context, run *podRun, a attachment.Attac
 		return false
 	}
 	run.unplugged = append(run.unplugged, a.Interface)
-	if a.Confirmed {
-		run.changes = append(run.changes, status.Change{Interface: a.Interface})
-	}
+	// The removal is written even when the cached network-status does not list the interface:
+	// the cache may lag a write that landed although its answer was lost (a timeout, a
+	// restart). The patch is guarded by resourceVersion, so against a newer pod it conflicts,
+	// is recomputed on the fresh one, and drops the entry; only then does the checkpoint go.
+	run.changes = append(run.changes, status.Change{Interface: a.Interface})
 	klog.FromContext(ctx).Info("Unplugged", "network", a.NetworkName(), "interface", a.Interface)
 	return true
 }
@@ -365,7 +367,9 @@ func (c *Controller) releaseStale(ctx context.Context, pod *corev1.Pod, e checkp
 	}
 	if err := c.checkpoints.Delete(e.PodUID, e.Interface); err != nil {
 		logger.Error(err, "Removing checkpoint")
+		return
 	}
+	logger.Info("Released an interface of an old sandbox", "network", e.Namespace+"/"+e.Network)
 }
 
 func requestFor(e checkpoint.Entry) multus.Request {
