@@ -41,6 +41,9 @@ type Options struct {
 	IsGlobalNamespace func(ns string) bool
 	// RetryBase and RetryMax bound the per-pod exponential backoff after a failure.
 	RetryBase, RetryMax time.Duration
+	// DrainTimeout bounds how long a reconcile under way may go on once the controller is
+	// asked to stop (default 15 s, within the pod's 30 s termination grace period).
+	DrainTimeout time.Duration
 }
 
 // key is a work item: a pod by namespace/name, or, with only UID set, the leftovers of a pod
@@ -98,6 +101,9 @@ func New(opts Options, kube kubernetes.Interface, nads nadclient.Interface, rt R
 	}
 	if opts.RetryBase <= 0 {
 		opts.RetryBase = 250 * time.Millisecond
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 15 * time.Second
 	}
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = time.Minute
@@ -203,12 +209,24 @@ func (c *Controller) runWorker(ctx context.Context) {
 	}
 }
 
-func (c *Controller) processNext(ctx context.Context) bool {
+func (c *Controller) processNext(runCtx context.Context) bool {
+	ctx := runCtx
 	k, shutdown := c.queue.Get()
 	if shutdown {
 		return false
 	}
 	defer c.queue.Done(k)
+	if ctx.Err() != nil {
+		return false // stopping: what is still queued is the next process's (it relists)
+	}
+	// A reconcile that has begun is finished even if the controller is asked to stop meanwhile:
+	// cut short, it leaves ADDs and DELs whose answers were dropped and a status never written
+	// (the soak found network-status drifting from the pod after a graceful stop). It gets
+	// DrainTimeout after the stop request, then its calls are cancelled.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopDrain := context.AfterFunc(runCtx, func() { time.AfterFunc(c.opts.DrainTimeout, cancel) })
+	defer stopDrain()
 	logger := klog.FromContext(ctx).WithValues("pod", k.String())
 	ctx = klog.NewContext(ctx, logger)
 	start := time.Now()

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -207,6 +209,39 @@ func TestUnplugOfAnUnconfirmedRecordWritesItsRemoval(t *testing.T) {
 	e.expectSettledCheckpoints("uid-p")
 	if statusPatches.Load() == 0 {
 		t.Fatal("the removal of net1 was not written to network-status before its checkpoint went")
+	}
+}
+
+// Asked to stop (SIGTERM) while an ADD is under way, the controller finishes that reconcile,
+// status write and checkpoint included, before it exits: a half-done reconcile leaves states
+// the next process cannot tell apart (the soak found drift after a graceful stop).
+func TestStopFinishesTheReconcileUnderWay(t *testing.T) {
+	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.delegate.setFail(func(cmd string, _ multus.Request) error {
+		if cmd == "ADD" {
+			once.Do(func() { close(started) })
+			<-release
+		}
+		return nil
+	})
+	e.annotate("ns", "p", "a@net1")
+	<-started
+	stopped := make(chan struct{})
+	go func() { e.shutdown(); close(stopped) }()
+	time.Sleep(50 * time.Millisecond) // the stop request is in
+	close(release)
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the controller did not stop after the reconcile under way finished")
+	}
+	if got := e.statusOf("ns", "p"); !slices.Equal(got, []string{"ns/a@net1"}) {
+		t.Fatalf("status %v after a stop during the ADD, want net1 written", got)
+	}
+	if entries, _ := e.store.List("uid-p"); len(entries) != 1 || entries[0].InFlight != "" {
+		t.Fatalf("checkpoints %+v, want net1 settled", entries)
 	}
 }
 

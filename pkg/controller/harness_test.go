@@ -81,7 +81,7 @@ func networkOf(r multus.Request) string {
 	return c.Name
 }
 
-func (d *fakeDelegate) Add(_ context.Context, r multus.Request) (*cni100.Result, error) {
+func (d *fakeDelegate) Add(ctx context.Context, r multus.Request) (*cni100.Result, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.calls = append(d.calls, fmt.Sprintf("ADD %s/%s %s %s", r.PodNamespace, r.PodName, r.IfName, networkOf(r)))
@@ -97,6 +97,9 @@ func (d *fakeDelegate) Add(_ context.Context, r multus.Request) (*cni100.Result,
 		return nil, fmt.Errorf("interface %s already exists", r.IfName)
 	}
 	d.links[r.NetNS][r.IfName] = r
+	if err := ctx.Err(); err != nil {
+		return nil, err // like the real client: the daemon did the work, the answer is lost
+	}
 	d.next++
 	ip := net.IPv4(10, 9, 0, byte(d.next))
 	if len(r.IPs) > 0 {
