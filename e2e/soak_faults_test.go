@@ -15,6 +15,7 @@ import (
 	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -462,7 +463,7 @@ func (s *soak) footprint(t *testing.T, at string) *footprint {
 // Host state.
 
 // hostLinks lists the host's links by index.
-func hostLinks(t *testing.T) map[int]string {
+func hostLinks(t *testing.T) map[int]netlink.Link {
 	t.Helper()
 	links, err := netlinkLinks()
 	if err != nil {

@@ -120,7 +120,7 @@ func (s *soak) finalChecks(ctx context.Context) {
 
 // deleteAllAndCount deletes every pod, waits until they are gone, and counts what is left on
 // the node: host-local allocations, host links that were not there before, checkpoints.
-func (s *soak) deleteAllAndCount(hostLinksBefore map[int]string) {
+func (s *soak) deleteAllAndCount(hostLinksBefore map[int]netlink.Link) {
 	ctx, cancel := context.WithTimeout(context.Background(), soakConverge)
 	defer cancel()
 	r := &s.res
@@ -150,9 +150,10 @@ func (s *soak) deleteAllAndCount(hostLinksBefore map[int]string) {
 	if err != nil {
 		s.problem("listing host links: %v", err)
 	}
-	for idx, name := range now {
-		if _, ok := hostLinksBefore[idx]; !ok && !strings.HasPrefix(name, "npsoak") {
-			r.StrayLinksAfterDelete = append(r.StrayLinksAfterDelete, name)
+	for idx, link := range now {
+		// Bridges are made by the bridge plugin on first use and never removed by a DEL.
+		if _, ok := hostLinksBefore[idx]; !ok && link.Type() != "bridge" {
+			r.StrayLinksAfterDelete = append(r.StrayLinksAfterDelete, link.Attrs().Name)
 		}
 	}
 	sort.Strings(r.StrayLinksAfterDelete)
@@ -166,14 +167,14 @@ func (s *soak) deleteAllAndCount(hostLinksBefore map[int]string) {
 }
 
 // netlinkLinks lists the links of the test's (the host's) network namespace by index.
-func netlinkLinks() (map[int]string, error) {
+func netlinkLinks() (map[int]netlink.Link, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[int]string, len(links))
+	out := make(map[int]netlink.Link, len(links))
 	for _, l := range links {
-		out[l.Attrs().Index] = l.Attrs().Name
+		out[l.Attrs().Index] = l
 	}
 	return out, nil
 }

@@ -739,17 +739,19 @@ func duplicatedEntry(pod *corev1.Pod) string {
 type secondWriter struct {
 	writes, conflicts atomic.Int64
 	mu                sync.Mutex
-	last              map[types.UID]string // the generation last written on each pod
+	last              map[types.UID]int // the generation last written on each pod (confirmed)
 }
+
+func soakGeneration(gen int) string { return fmt.Sprintf("gen-%d.soak.test", gen) }
 
 func (s *soak) runSecondWriter(ctx context.Context) {
 	rng := rand.New(rand.NewSource(s.params.Seed - 1)) //nolint:gosec // reproducible test data
-	s.writer.last = map[types.UID]string{}
+	s.writer.last = map[types.UID]int{}
 	for gen := 1; ctx.Err() == nil; gen++ {
 		time.Sleep(time.Duration(100+rng.Intn(200)) * time.Millisecond)
 		p := s.pods[rng.Intn(len(s.pods))]
 		callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
-		err := s.secondWrite(callCtx, p.name, fmt.Sprintf("gen-%d.soak.test", gen))
+		err := s.secondWrite(callCtx, p.name, gen)
 		cancel()
 		switch {
 		case apierrors.IsConflict(err):
@@ -761,7 +763,8 @@ func (s *soak) runSecondWriter(ctx context.Context) {
 	}
 }
 
-func (s *soak) secondWrite(ctx context.Context, name, generation string) error {
+func (s *soak) secondWrite(ctx context.Context, name string, gen int) error {
+	generation := soakGeneration(gen)
 	pod, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return err
@@ -797,12 +800,14 @@ func (s *soak) secondWrite(ctx context.Context, name, generation string) error {
 		return err
 	}
 	s.writer.mu.Lock()
-	s.writer.last[pod.UID] = generation
+	s.writer.last[pod.UID] = gen
 	s.writer.mu.Unlock()
 	return nil
 }
 
-// foreignEntryLost says whether the pod lost the second writer's last write.
+// foreignEntryLost says whether the pod lost the second writer's last confirmed write: its
+// entry must carry that generation or a later one (a write whose answer was lost may have
+// landed, during the apiserver restart for instance).
 func (s *soak) foreignEntryLost(pod *corev1.Pod) string {
 	s.writer.mu.Lock()
 	want, wrote := s.writer.last[pod.UID]
@@ -812,12 +817,17 @@ func (s *soak) foreignEntryLost(pod *corev1.Pod) string {
 	}
 	entries, _ := networkStatus(pod)
 	for _, e := range entries {
-		if e.Name == soakForeignNetwork {
-			if slices.Equal(e.DNS.Search, []string{want}) {
-				return ""
-			}
-			return fmt.Sprintf("pod %s: the second writer's entry says %v, it last wrote %s", pod.Name, e.DNS.Search, want)
+		if e.Name != soakForeignNetwork {
+			continue
 		}
+		var got int
+		if len(e.DNS.Search) == 1 {
+			_, _ = fmt.Sscanf(e.DNS.Search[0], "gen-%d.soak.test", &got)
+		}
+		if got >= want {
+			return ""
+		}
+		return fmt.Sprintf("pod %s: the second writer's entry says %v, it last wrote %s", pod.Name, e.DNS.Search, soakGeneration(want))
 	}
-	return fmt.Sprintf("pod %s: the second writer's entry (last written %s) is gone", pod.Name, want)
+	return fmt.Sprintf("pod %s: the second writer's entry (last written %s) is gone", pod.Name, soakGeneration(want))
 }
