@@ -563,24 +563,16 @@ func (s *soak) divergence(ctx context.Context, p *soakPod) string {
 	return ""
 }
 
-// soakStatus returns the secondary network-status entries by interface, without the second
-// writer's entry; an interface listed twice is an error.
+// soakStatus is secondaryStatus without the second writer's entry (which has no interface).
 func soakStatus(pod *corev1.Pod) (map[string]nadv1.NetworkStatus, error) {
-	entries, err := networkStatus(pod)
+	statuses, err := secondaryStatus(pod)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]nadv1.NetworkStatus{}
-	for _, e := range entries {
-		if e.Default || e.Name == soakForeignNetwork {
-			continue
-		}
-		if _, dup := out[e.Interface]; dup {
-			return nil, fmt.Errorf("network-status lists interface %q twice", e.Interface)
-		}
-		out[e.Interface] = e
+	if st, ok := statuses[""]; ok && st.Name == soakForeignNetwork {
+		delete(statuses, "")
 	}
-	return out, nil
+	return statuses, nil
 }
 
 var unnamedInterface = regexp.MustCompile(`^net[1-9][0-9]*$`)

@@ -580,9 +580,3 @@ func TestTerminatingPodIsReleasedBeforeItGoes(t *testing.T) {
 		t.Fatalf("checkpoints left: %v", entries)
 	}
 }
-
-// isStatusPatch tells the network-status merge patch from the finalizer's strategic merge patch.
-func isStatusPatch(a k8stesting.Action) bool {
-	p, ok := a.(k8stesting.PatchAction)
-	return ok && p.GetPatchType() == types.MergePatchType
-}

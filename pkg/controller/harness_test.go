@@ -375,6 +375,12 @@ func (e *env) failStatusWrites() {
 	})
 }
 
+// isStatusPatch tells the network-status merge patch from the finalizer's strategic merge patch.
+func isStatusPatch(a k8stesting.Action) bool {
+	p, ok := a.(k8stesting.PatchAction)
+	return ok && p.GetPatchType() == types.MergePatchType
+}
+
 func (e *env) restoreStatusWrites() { e.kube.ReactionChain = e.kube.ReactionChain[1:] }
 
 // expectSettledCheckpoints waits until the pod's checkpoints are exactly ifaces, none in flight.
