@@ -19,7 +19,8 @@ build: ## Build the controller binary into bin/.
 
 test: lint unit e2e ## What CI runs: lint, unit tests with -race, then the e2e suite on a real cluster.
 
-lint: ## gofmt, go vet, golangci-lint.
+lint: ## gofmt, go vet, golangci-lint, and go.mod/go.sum exactly as `go mod tidy` leaves them.
+	@go mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy; run go mod tidy:"; go mod tidy -diff; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	go vet -tags e2e ./e2e/...
