@@ -28,10 +28,11 @@ import (
 	"github.com/netplug/netplug/pkg/config"
 	"github.com/netplug/netplug/pkg/controller"
 	"github.com/netplug/netplug/pkg/cri"
+	"github.com/netplug/netplug/pkg/executor"
 	"github.com/netplug/netplug/pkg/metrics"
 	"github.com/netplug/netplug/pkg/mountcheck"
 	"github.com/netplug/netplug/pkg/multus"
-	"github.com/netplug/netplug/pkg/status"
+	"github.com/netplug/netplug/pkg/podwriter"
 )
 
 type flags struct {
@@ -99,10 +100,12 @@ func run(ctx context.Context, f flags) error {
 	}
 	defer runtime.Close() //nolint:errcheck // closing on exit
 	delegate := multus.New(cfg.MultusSocketPath, cfg.MultusTimeout)
-	store, err := checkpoint.New(f.checkpointDir)
+	// Waits while another instance on this node (a rolling update with surge) holds the lock.
+	store, err := checkpoint.Open(ctx, f.checkpointDir)
 	if err != nil {
 		return err
 	}
+	defer store.Close() //nolint:errcheck // releasing the lock on exit
 
 	// Events go out asynchronously through the broadcaster's queue: they never hold up a plug.
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
@@ -118,7 +121,7 @@ func run(ctx context.Context, f flags) error {
 		ResyncPeriod:       cfg.ResyncPeriod,
 		NamespaceIsolation: cfg.NamespaceIsolation,
 		IsGlobalNamespace:  cfg.IsGlobalNamespace,
-	}, kube, nads, runtime, delegate, status.NewWriter(kube, 30*time.Second), store, recorder)
+	}, kube, nads, runtime, executor.New(delegate, store), podwriter.NewWriter(kube, 30*time.Second), store, recorder)
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ func BenchmarkReconcilePlan(b *testing.B) {
 					b.Fatal(err)
 				}
 				current := Current(entries, nil)
-				if p := Diff(AssignInterfaces(s.Attachments, current), current, false); !p.Empty() {
+				if p := Diff(AssignInterfaces(s.Attachments, current), current, nil, false); !p.Empty() {
 					b.Fatalf("converged pod has a plan: %+v", p)
 				}
 			}

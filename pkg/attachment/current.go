@@ -32,6 +32,18 @@ func ParseNetworkStatus(annotation string) ([]nadv1.NetworkStatus, error) {
 	return entries, nil
 }
 
+// DefaultInterfaces lists the interfaces of the pod's default network in network-status: they
+// are never netplug's, and a selection element that names one is refused.
+func DefaultInterfaces(status []nadv1.NetworkStatus) map[string]bool {
+	out := map[string]bool{}
+	for _, s := range status {
+		if s.Default && s.Interface != "" {
+			out[s.Interface] = true
+		}
+	}
+	return out
+}
+
 // Current lists the secondary attachments a pod has: every non-default network-status entry
 // with a "namespace/name" network and an interface, enriched with netplug's records, plus the
 // records that never reached network-status (Confirmed false). Records are never older than
@@ -54,7 +66,7 @@ func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 			ObservedIPs: s.IPs, ObservedMAC: s.Mac, Confirmed: true,
 		}
 		if r, ok := byInterface[s.Interface]; ok {
-			a.Attributes, a.AttributesKnown, a.Uncertain = r.Attributes, true, r.Uncertain
+			a.Attributes, a.AttributesKnown, a.Uncertain, a.Managed = r.Attributes, true, r.Uncertain, true
 			if r.Namespace != ns || r.Network != name {
 				// The record is newer than the entry (it is written before every ADD, and a
 				// replug only ADDs after the old network's DEL succeeded): the status write of
@@ -71,7 +83,7 @@ func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 		seen[r.Interface] = true
 		out = append(out, Attachment{
 			Namespace: r.Namespace, Network: r.Network, Interface: r.Interface, Index: -1,
-			Attributes: r.Attributes, AttributesKnown: true, Uncertain: r.Uncertain,
+			Attributes: r.Attributes, AttributesKnown: true, Uncertain: r.Uncertain, Managed: true,
 		})
 	}
 	return out

@@ -3,8 +3,10 @@ package attachment
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
@@ -20,15 +22,33 @@ type Selection struct {
 	Problems []Problem
 }
 
-// ParseSelection parses the value of k8s.v1.cni.cncf.io/networks, in the JSON list form or the
-// comma form "ns/net@if". An error means the annotation as a whole is unusable and the caller
-// must change nothing. Element-level mistakes come back as Problems instead.
+// DefaultMaxElements is the default cap on elements in one pod's selection.
+const DefaultMaxElements = 32
+
+// ParseSelection parses the value of k8s.v1.cni.cncf.io/networks with the default cap on
+// elements; see ParseSelectionWithin.
 func ParseSelection(annotation, podNamespace string) (Selection, error) {
+	return ParseSelectionWithin(annotation, podNamespace, DefaultMaxElements)
+}
+
+// ParseSelectionWithin parses the value of k8s.v1.cni.cncf.io/networks, in the JSON list form or
+// the comma form "ns/net@if". An error means the annotation as a whole is unusable and the caller
+// must change nothing: it is malformed, or has more than maxElements elements. Element-level
+// mistakes, such as a field hot-plug cannot honour, come back as Problems instead.
+func ParseSelectionWithin(annotation, podNamespace string, maxElements int) (Selection, error) {
 	if strings.TrimSpace(annotation) == "" {
 		return Selection{}, nil
 	}
-	if err := rejectNullElements(annotation); err != nil {
+	raw, err := rawElements(annotation)
+	if err != nil {
 		return Selection{}, err
+	}
+	count := len(raw)
+	if raw == nil {
+		count = strings.Count(annotation, ",") + 1 // comma form; counted before the costly parse
+	}
+	if count > maxElements {
+		return Selection{}, fmt.Errorf("%w: %d elements, at most %d are allowed per pod", ErrTooManyElements, count, maxElements)
 	}
 	elements, err := nadutils.ParseNetworkAnnotation(annotation, podNamespace)
 	if err != nil {
@@ -42,6 +62,7 @@ func ParseSelection(annotation, podNamespace string) (Selection, error) {
 			Network:   el.Name,
 			Interface: el.InterfaceRequest,
 			Index:     i,
+			Source:    SourceAnnotation,
 			Attributes: Attributes{
 				IPs: el.IPRequest,
 				MAC: el.MacRequest,
@@ -51,6 +72,12 @@ func ParseSelection(annotation, podNamespace string) (Selection, error) {
 		}
 		if el.CNIArgs != nil {
 			a.Attributes.CNIArgs = *el.CNIArgs
+		}
+		if i < len(raw) {
+			if err := supportedFields(raw[i]); err != nil {
+				sel.Problems = append(sel.Problems, Problem{Index: i, Element: a.String(), Reason: ReasonUnsupportedField, Message: err.Error()})
+				continue
+			}
 		}
 		if reason, err := validateElement(a); err != nil {
 			sel.Problems = append(sel.Problems, Problem{Index: i, Element: a.String(), Reason: reason, Message: err.Error()})
@@ -69,34 +96,80 @@ func ParseSelection(annotation, podNamespace string) (Selection, error) {
 	return sel, nil
 }
 
-// rejectNullElements catches `[null]`, on which the upstream parser dereferences nil.
-func rejectNullElements(annotation string) error {
+// ErrTooManyElements is the error of a selection over the per-pod cap.
+var ErrTooManyElements = errors.New("too many network selection elements")
+
+// rawElements returns the elements of a JSON-list annotation as raw objects, or nil for the comma
+// form. It catches `[null]`, on which the upstream parser dereferences nil.
+func rawElements(annotation string) ([]map[string]json.RawMessage, error) {
 	if !strings.ContainsAny(annotation, "[{\"") {
-		return nil // comma form
+		return nil, nil // comma form
 	}
-	var raw []json.RawMessage
-	if json.Unmarshal([]byte(annotation), &raw) != nil {
-		return nil // not a list: the upstream parser reports it
+	var list []json.RawMessage
+	if json.Unmarshal([]byte(annotation), &list) != nil {
+		return nil, nil // not a list: the upstream parser reports it
 	}
-	for i, r := range raw {
+	out := make([]map[string]json.RawMessage, len(list))
+	for i, r := range list {
 		if bytes.Equal(bytes.TrimSpace(r), []byte("null")) {
-			return fmt.Errorf("malformed network selection annotation: element %d is null", i)
+			return nil, fmt.Errorf("malformed network selection annotation: element %d is null", i)
 		}
+		if json.Unmarshal(r, &out[i]) != nil {
+			return nil, nil // not an object: the upstream parser reports it
+		}
+	}
+	return out, nil
+}
+
+// SupportedFields are the network-selection fields hot-plug carries out. Multus's /delegate API
+// takes only ips, mac and cni-args with an interface; anything else would be silently dropped.
+var SupportedFields = []string{"name", "namespace", "interface", "ips", "mac", "cni-args"}
+
+// unsupportedFields are fields of Multus's selection element that hot-plug cannot honour, with
+// why, so that the event says what to do instead.
+var unsupportedFields = map[string]string{
+	"default-route":        "the /delegate API cannot set the pod's default route",
+	"portMappings":         "the /delegate API carries no port mappings",
+	"bandwidth":            "the /delegate API carries no bandwidth limits",
+	"infiniband-guid":      "the /delegate API carries no InfiniBand GUID",
+	"ipam-claim-reference": "the /delegate API carries no IPAM claim",
+	"deviceID":             "the /delegate API carries no device ID; use a NAD with a netplug device pool",
+}
+
+// supportedFields refuses an element with a field hot-plug would not carry out.
+func supportedFields(element map[string]json.RawMessage) error {
+	names := make([]string, 0, len(element))
+	for name := range element {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if slices.Contains(SupportedFields, name) {
+			continue
+		}
+		if why, known := unsupportedFields[name]; known {
+			return fmt.Errorf("field %q is not supported by hot-plug: %s", name, why)
+		}
+		return fmt.Errorf("unknown field %q (hot-plug supports %s)", name, strings.Join(SupportedFields, ", "))
 	}
 	return nil
 }
 
 // Reasons for Problems, used in events and metrics.
 const (
-	ReasonInvalidNetwork     = "InvalidNetwork"
+	ReasonInvalidNetworkRef  = "InvalidNetworkReference"
 	ReasonInvalidInterface   = "InvalidInterfaceName"
 	ReasonInvalidAttributes  = "InvalidAttributes"
 	ReasonDuplicateInterface = "DuplicateInterface"
+	ReasonUnsupportedField   = "UnsupportedSelectionField"
+	// ReasonInterfaceInUse refuses an element whose interface name the pod already has from
+	// its default network or from an attachment netplug does not own.
+	ReasonInterfaceInUse = "InterfaceNameInUse"
 )
 
 func validateElement(a Attachment) (string, error) {
 	if err := validateNetworkRef(a.Namespace, a.Network); err != nil {
-		return ReasonInvalidNetwork, err
+		return ReasonInvalidNetworkRef, err
 	}
 	if a.Interface != "" {
 		if err := ValidateInterfaceName(a.Interface); err != nil {

@@ -11,6 +11,7 @@ func TestParseSelection(t *testing.T) {
 		annotation string
 		want       []Attachment // only Namespace, Network, Interface, Attributes are compared
 		problems   []string     // reasons, in order
+		messages   []string     // substrings of the problems' messages, in order
 		wantErr    string
 	}{
 		{name: "empty means no networks", annotation: "  "},
@@ -34,10 +35,30 @@ func TestParseSelection(t *testing.T) {
 			want:     []Attachment{{Namespace: "pod-ns", Network: "a", Interface: "net1"}},
 			problems: []string{ReasonDuplicateInterface}},
 		{name: "invalid network references", annotation: `[{"name":"","namespace":"x"},{"name":"a","namespace":"Bad_NS"},{"name":"../etc"}]`,
-			problems: []string{ReasonInvalidNetwork, ReasonInvalidNetwork, ReasonInvalidNetwork}},
+			problems: []string{ReasonInvalidNetworkRef, ReasonInvalidNetworkRef, ReasonInvalidNetworkRef}},
 		{name: "invalid IP and MAC", annotation: `[{"name":"a","ips":["10.0.0.300"]},{"name":"b","mac":"zz"},{"name":"c","ips":["fd00::5/64","10.0.0.1"]}]`,
 			want:     []Attachment{{Namespace: "pod-ns", Network: "c", Attributes: Attributes{IPs: []string{"fd00::5/64", "10.0.0.1"}}}},
 			problems: []string{ReasonInvalidAttributes, ReasonInvalidAttributes}},
+		{name: "every field hot-plug cannot carry out is a problem that names it",
+			annotation: `[{"name":"a","default-route":["10.231.0.1"]},{"name":"b","portMappings":[{"hostPort":8080,"containerPort":80}]},` +
+				`{"name":"c","bandwidth":{"ingressRate":1}},{"name":"d","infiniband-guid":"x"},{"name":"e","ipam-claim-reference":"claim"},` +
+				`{"name":"f","deviceID":"0000:00:05.0"},{"name":"g","interfce":"net1"},{"name":"ok","namespace":"x","interface":"net9","ips":["10.0.0.1/24"],"mac":"02:00:00:00:00:01","cni-args":{}}]`,
+			want: []Attachment{{Namespace: "x", Network: "ok", Interface: "net9", Attributes: Attributes{IPs: []string{"10.0.0.1/24"}, MAC: "02:00:00:00:00:01"}}},
+			problems: []string{ReasonUnsupportedField, ReasonUnsupportedField, ReasonUnsupportedField, ReasonUnsupportedField,
+				ReasonUnsupportedField, ReasonUnsupportedField, ReasonUnsupportedField},
+			messages: []string{`"default-route"`, `"portMappings"`, `"bandwidth"`, `"infiniband-guid"`, `"ipam-claim-reference"`, `"deviceID"`, `unknown field "interfce"`}},
+		{name: "JSON form over the cap", annotation: "[" + strings.Repeat(`{"name":"a"},`, DefaultMaxElements) + `{"name":"a"}]`,
+			wantErr: "at most 32"},
+		{name: "comma form over the cap is refused before it is parsed", annotation: strings.Repeat("a,", 50000) + "a",
+			wantErr: "50001 elements"},
+		{name: "exactly the cap is fine", annotation: strings.TrimSuffix(strings.Repeat("a,", DefaultMaxElements), ","),
+			want: func() []Attachment {
+				var out []Attachment
+				for i := 0; i < DefaultMaxElements; i++ {
+					out = append(out, Attachment{Namespace: "pod-ns", Network: "a"})
+				}
+				return out
+			}()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,6 +93,9 @@ func TestParseSelection(t *testing.T) {
 				}
 				if sel.Problems[i].Error() == "" || sel.Problems[i].Message == "" {
 					t.Errorf("problem %d has no message", i)
+				}
+				if i < len(tt.messages) && !strings.Contains(sel.Problems[i].Message, tt.messages[i]) {
+					t.Errorf("problem %d message %q does not name %s", i, sel.Problems[i].Message, tt.messages[i])
 				}
 			}
 		})

@@ -1,10 +1,13 @@
 package attachment
 
 import (
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 )
 
 // Replug replaces an attached interface: DEL Old, then ADD New on the same interface name.
@@ -18,10 +21,28 @@ type Plan struct {
 	Adds    []Attachment
 	Removes []Attachment
 	Replugs []Replug
+	// Adopts are interfaces Multus attached at pod creation that a selection element asks for
+	// as they are: netplug records them (no CNI call), so it may remove them once the
+	// selection drops them.
+	Adopts []Attachment
+	// Refused are desired elements that must not be acted on (see Diff).
+	Refused []Refusal
 }
 
-// Empty reports whether the plan has nothing to do.
-func (p Plan) Empty() bool { return len(p.Adds) == 0 && len(p.Removes) == 0 && len(p.Replugs) == 0 }
+// Refusal is a desired element the plan will not act on, with the reason for its event.
+type Refusal struct {
+	Attachment Attachment
+	Reason     string
+	Message    string
+}
+
+// Empty reports whether the plan calls nothing and records nothing.
+func (p Plan) Empty() bool {
+	return len(p.Adds) == 0 && len(p.Removes) == 0 && len(p.Replugs) == 0 && len(p.Adopts) == 0
+}
+
+// Steps counts the CNI calls the plan makes (a replug is two).
+func (p Plan) Steps() int { return len(p.Adds) + len(p.Removes) + 2*len(p.Replugs) }
 
 // AssignInterfaces names the desired attachments that have no interface, stably, so that the
 // same element maps to the same interface on every reconcile:
@@ -94,8 +115,15 @@ func isGeneratedName(iface string) bool {
 }
 
 // Diff computes the plan from named desired attachments to current ones. With holdRemovals
-// (the selection had problems) nothing attached is removed.
-func Diff(desired, current []Attachment, holdRemovals bool) Plan {
+// (the selection had problems) nothing attached is removed. defaults are the interfaces of the
+// pod's default network (see DefaultInterfaces).
+//
+// Ownership: only Managed attachments are removed. An unmanaged one (Multus attached it, or
+// another writer did) that a desired element of the same network asks for is adopted, or
+// replugged if its attributes differ; one of another network makes that element Refused,
+// like a default-network interface: Multus would refuse the ADD, and a DEL of the name would
+// destroy an interface netplug does not own.
+func Diff(desired, current []Attachment, defaults map[string]bool, holdRemovals bool) Plan {
 	var p Plan
 	currentByInterface := make(map[string]Attachment, len(current))
 	for _, c := range current {
@@ -103,23 +131,43 @@ func Diff(desired, current []Attachment, holdRemovals bool) Plan {
 	}
 	wanted := make(map[string]bool, len(desired))
 	for _, d := range desired {
-		wanted[d.Interface] = true
 		c, attached := currentByInterface[d.Interface]
+		switch {
+		case defaults[d.Interface]:
+			p.Refused = append(p.Refused, Refusal{Attachment: d, Reason: ReasonInterfaceInUse,
+				Message: fmt.Sprintf("interface %s is the pod's default network interface", d.Interface)})
+			continue
+		case attached && !c.Managed && c.NetworkName() != d.NetworkName():
+			p.Refused = append(p.Refused, Refusal{Attachment: d, Reason: ReasonInterfaceInUse,
+				Message: fmt.Sprintf("interface %s is in use by network %s, which netplug did not attach", d.Interface, c.NetworkName())})
+			continue
+		}
+		wanted[d.Interface] = true
 		switch {
 		case !attached:
 			p.Adds = append(p.Adds, d)
 		case c.NetworkName() != d.NetworkName(), !c.Confirmed, c.Uncertain, attributesChanged(d, c):
 			p.Replugs = append(p.Replugs, Replug{Old: c, New: d})
+		case !c.Managed:
+			p.Adopts = append(p.Adopts, d)
 		}
 	}
 	if !holdRemovals {
 		for _, c := range current {
-			if !wanted[c.Interface] {
+			if !wanted[c.Interface] && c.Managed {
 				p.Removes = append(p.Removes, c)
 			}
 		}
 	}
 	return p
+}
+
+// PlanFor is the whole decision for one pod: it names the selection's interfaces against what
+// the pod has (network-status and netplug's records) and diffs the two.
+func PlanFor(sel Selection, status []nadv1.NetworkStatus, records []Record) Plan {
+	current := Current(status, records)
+	desired := AssignInterfaces(sel.Attachments, current)
+	return Diff(desired, current, DefaultInterfaces(status), len(sel.Problems) > 0)
 }
 
 // attributesChanged compares what d requests with what c has. When c's requested attributes
@@ -129,7 +177,7 @@ func attributesChanged(d, c Attachment) bool {
 	if c.AttributesKnown {
 		return !d.Attributes.Equal(c.Attributes)
 	}
-	if d.Attributes.MAC != "" && !strings.EqualFold(d.Attributes.MAC, c.ObservedMAC) {
+	if d.Attributes.MAC != "" && !SameMAC(d.Attributes.MAC, c.ObservedMAC) {
 		return true
 	}
 	for _, want := range d.Attributes.IPs {

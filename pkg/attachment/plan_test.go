@@ -19,7 +19,7 @@ func desired(t *testing.T, annotation string) []Attachment {
 func attached(as []Attachment) []Attachment {
 	out := slices.Clone(as)
 	for i := range out {
-		out[i].Index, out[i].Confirmed, out[i].AttributesKnown = -1, true, true
+		out[i].Index, out[i].Confirmed, out[i].AttributesKnown, out[i].Managed = -1, true, true, true
 	}
 	return out
 }
@@ -87,7 +87,7 @@ func TestAssignInterfacesStableAcrossReconciles(t *testing.T) {
 	var first []string
 	for round := 0; round < 3; round++ {
 		named := AssignInterfaces(desired(t, annotation), current)
-		plan := Diff(named, current, false)
+		plan := Diff(named, current, nil, false)
 		if round == 0 {
 			first = keys(named)
 			if len(plan.Adds) != 3 {
@@ -106,25 +106,29 @@ func TestAssignInterfacesStableAcrossReconciles(t *testing.T) {
 	if got := keys(named); !slices.Equal(got, []string{"ns/b/net2", "ns/c/net3"}) {
 		t.Fatalf("after removing a: %v", got)
 	}
-	plan := Diff(named, current, false)
+	plan := Diff(named, current, nil, false)
 	if len(plan.Adds) != 0 || len(plan.Replugs) != 0 || !slices.Equal(keys(plan.Removes), []string{"ns/a/net1"}) {
 		t.Fatalf("after removing a: plan %+v", plan)
 	}
 }
 
 func TestDiff(t *testing.T) {
-	br1 := Attachment{Namespace: "ns", Network: "br", Interface: "net1", Confirmed: true, AttributesKnown: true}
-	mv2 := Attachment{Namespace: "ns", Network: "mv", Interface: "net2", Confirmed: true, AttributesKnown: true}
+	br1 := Attachment{Namespace: "ns", Network: "br", Interface: "net1", Confirmed: true, AttributesKnown: true, Managed: true}
+	mv2 := Attachment{Namespace: "ns", Network: "mv", Interface: "net2", Confirmed: true, AttributesKnown: true, Managed: true}
 	withIP := func(a Attachment, ip string) Attachment { a.Attributes.IPs = []string{ip}; return a }
 	observed := func(a Attachment, ips []string, mac string) Attachment {
-		a.AttributesKnown, a.ObservedIPs, a.ObservedMAC = false, ips, mac
+		a.AttributesKnown, a.Managed, a.ObservedIPs, a.ObservedMAC = false, false, ips, mac
 		return a
 	}
+	withMAC := func(a Attachment, mac string) Attachment { a.Attributes.MAC = mac; return a }
+	eth0 := map[string]bool{"eth0": true}
 	tests := []struct {
 		name                   string
 		desired, current       []Attachment
+		defaults               map[string]bool
 		hold                   bool
 		adds, removes, replugs []string // keys; replugs by new key
+		adopts, refused        []string
 	}{
 		{name: "nothing to do", desired: []Attachment{br1}, current: []Attachment{br1}},
 		{name: "add", desired: []Attachment{br1, mv2}, current: []Attachment{br1}, adds: []string{"ns/mv/net2"}},
@@ -139,25 +143,40 @@ func TestDiff(t *testing.T) {
 			current: []Attachment{br1}, replugs: []string{"ns/mv/net1"}},
 		{name: "unconfirmed record is replugged", desired: []Attachment{br1},
 			current: []Attachment{{Namespace: "ns", Network: "br", Interface: "net1", AttributesKnown: true}}, replugs: []string{"ns/br/net1"}},
-		{name: "unconfirmed record no longer wanted is removed", current: []Attachment{{Namespace: "ns", Network: "br", Interface: "net1", AttributesKnown: true}},
+		{name: "unconfirmed record no longer wanted is removed", current: []Attachment{{Namespace: "ns", Network: "br", Interface: "net1", AttributesKnown: true, Managed: true}},
 			removes: []string{"ns/br/net1"}},
 		{name: "interrupted DEL, wanted again, is a replug", desired: []Attachment{br1},
 			current: []Attachment{func() Attachment { a := br1; a.Uncertain = true; return a }()}, replugs: []string{"ns/br/net1"}},
 		{name: "interrupted DEL no longer wanted is removed (DEL again)",
 			current: []Attachment{func() Attachment { a := br1; a.Uncertain = true; return a }()}, removes: []string{"ns/br/net1"}},
-		{name: "unknown attributes: requested IP present in status is no change", desired: []Attachment{withIP(br1, "10.0.0.1/24")},
-			current: []Attachment{observed(br1, []string{"10.0.0.1"}, "")}},
+		{name: "unknown attributes: requested IP present in status is adopted", desired: []Attachment{withIP(br1, "10.0.0.1/24")},
+			current: []Attachment{observed(br1, []string{"10.0.0.1"}, "")}, adopts: []string{"ns/br/net1"}},
 		{name: "unknown attributes: requested IP absent from status is a replug", desired: []Attachment{withIP(br1, "10.0.0.2/24")},
 			current: []Attachment{observed(br1, []string{"10.0.0.1"}, "")}, replugs: []string{"ns/br/net1"}},
 		{name: "unknown attributes: requested MAC differs is a replug",
 			desired: []Attachment{func() Attachment { a := br1; a.Attributes.MAC = "02:00:00:00:00:02"; return a }()},
 			current: []Attachment{observed(br1, nil, "02:00:00:00:00:01")}, replugs: []string{"ns/br/net1"}},
-		{name: "unknown attributes: nothing requested is no change", desired: []Attachment{br1},
-			current: []Attachment{observed(br1, []string{"10.0.0.1"}, "02:00:00:00:00:01")}},
+		{name: "unknown attributes: nothing requested is adopted", desired: []Attachment{br1},
+			current: []Attachment{observed(br1, []string{"10.0.0.1"}, "02:00:00:00:00:01")}, adopts: []string{"ns/br/net1"}},
+		{name: "unknown attributes: the same MAC in another notation is adopted, not replugged",
+			desired: []Attachment{withMAC(br1, "02-00-00-00-00-01")},
+			current: []Attachment{observed(br1, nil, "02:00:00:00:00:01")}, adopts: []string{"ns/br/net1"}},
+		{name: "known attributes: the same MAC in another notation is no change",
+			desired: []Attachment{withMAC(br1, "02-00-00-00-00-05")}, current: []Attachment{withMAC(br1, "02:00:00:00:00:05")}},
+		{name: "an interface netplug does not manage is never removed", desired: []Attachment{br1},
+			current: []Attachment{br1, observed(mv2, nil, "")}},
+		{name: "the default network's interface is refused", defaults: eth0,
+			desired: []Attachment{{Namespace: "ns", Network: "br", Interface: "eth0"}}, refused: []string{"ns/br/eth0"}},
+		{name: "a name in use by an unmanaged attachment of another network is refused",
+			desired: []Attachment{{Namespace: "ns", Network: "br", Interface: "net2"}},
+			current: []Attachment{observed(mv2, nil, "")}, refused: []string{"ns/br/net2"}},
+		{name: "a refused element holds nothing: the managed interface it would replace stays",
+			desired: []Attachment{{Namespace: "ns", Network: "br", Interface: "eth0"}}, defaults: eth0,
+			current: []Attachment{br1}, refused: []string{"ns/br/eth0"}, removes: []string{"ns/br/net1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := Diff(tt.desired, tt.current, tt.hold)
+			p := Diff(tt.desired, tt.current, tt.defaults, tt.hold)
 			var replugs []string
 			for _, r := range p.Replugs {
 				replugs = append(replugs, r.New.Key())
@@ -168,7 +187,17 @@ func TestDiff(t *testing.T) {
 			if !slices.Equal(keys(p.Adds), tt.adds) || !slices.Equal(keys(p.Removes), tt.removes) || !slices.Equal(replugs, tt.replugs) {
 				t.Fatalf("plan adds=%v removes=%v replugs=%v, want %v %v %v", keys(p.Adds), keys(p.Removes), replugs, tt.adds, tt.removes, tt.replugs)
 			}
-			if p.Empty() != (len(tt.adds)+len(tt.removes)+len(tt.replugs) == 0) {
+			var refused []string
+			for _, r := range p.Refused {
+				refused = append(refused, r.Attachment.Key())
+				if r.Reason != ReasonInterfaceInUse || r.Message == "" {
+					t.Errorf("refusal %+v", r)
+				}
+			}
+			if !slices.Equal(keys(p.Adopts), tt.adopts) || !slices.Equal(refused, tt.refused) {
+				t.Fatalf("plan adopts=%v refused=%v, want %v %v", keys(p.Adopts), refused, tt.adopts, tt.refused)
+			}
+			if p.Empty() != (len(tt.adds)+len(tt.removes)+len(tt.replugs)+len(tt.adopts) == 0) {
 				t.Errorf("Empty() = %v", p.Empty())
 			}
 		})

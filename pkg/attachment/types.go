@@ -1,7 +1,9 @@
 package attachment
 
 import (
+	"bytes"
 	"fmt"
+	"net"
 	"reflect"
 	"slices"
 	"strings"
@@ -31,7 +33,23 @@ type Attachment struct {
 	// confirmed (it failed, or the controller or Multus died during it): the link may be gone,
 	// half gone, or another than the one network-status describes, so keeping it means a replug.
 	Uncertain bool
+	// Managed is true for a current attachment netplug holds a record of: one it plugged, or
+	// one Multus attached at pod creation for a selection element netplug saw (adopted). Only
+	// managed attachments are ever removed; the others belong to Multus defaultNetworks, to
+	// DRA claims or to other writers.
+	Managed bool
+	// Source says which source of desired state asked for the attachment (desired only).
+	Source Source
 }
+
+// Source names a source of desired state, for events, status and ownership.
+type Source string
+
+// The sources of desired state.
+const (
+	// SourceAnnotation is the pod's k8s.v1.cni.cncf.io/networks annotation.
+	SourceAnnotation Source = "annotation"
+)
 
 // Attributes are the per-interface requests of a selection element that change what the CNI
 // plugin does; a change to any of them is a replug.
@@ -57,7 +75,7 @@ func (a Attachment) String() string {
 // Equal reports whether two attribute sets request the same thing. IP order does not matter,
 // MAC case does not matter, and an empty map equals a nil one.
 func (x Attributes) Equal(y Attributes) bool {
-	if !strings.EqualFold(x.MAC, y.MAC) {
+	if !SameMAC(x.MAC, y.MAC) {
 		return false
 	}
 	a, b := slices.Clone(x.IPs), slices.Clone(y.IPs)
@@ -70,6 +88,21 @@ func (x Attributes) Equal(y Attributes) bool {
 		return true
 	}
 	return reflect.DeepEqual(x.CNIArgs, y.CNIArgs)
+}
+
+// SameMAC compares two hardware addresses as addresses: 02-00-00-00-00-05, 02:00:00:00:00:05
+// and 0200.0000.0005 are one MAC. Two empty strings are equal; text that does not parse is
+// compared as text, case-insensitively.
+func SameMAC(a, b string) bool {
+	if a == "" || b == "" {
+		return a == b
+	}
+	ma, errA := net.ParseMAC(a)
+	mb, errB := net.ParseMAC(b)
+	if errA != nil || errB != nil {
+		return strings.EqualFold(a, b)
+	}
+	return bytes.Equal(ma, mb)
 }
 
 // Problem is one selection element that cannot be acted on. It fails that element only.

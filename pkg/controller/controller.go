@@ -1,5 +1,9 @@
-// Package controller runs the one loop: pod events of this node feed a rate-limited workqueue,
-// workers reconcile one pod at a time against its network-selection annotation.
+// Package controller is netplug's reconciler. Pod events of this node feed two rate-limited
+// workqueues (plugs, and releases of terminating, completed and deleted pods, so that a release
+// never waits behind a slow plug), and each worker reconciles one pod in four phases: observe
+// (pod, sandbox, checkpoints, status), plan (pure, pkg/attachment), execute (each step through
+// pkg/executor) and commit (one pod write, events, metrics). The controller decides and reports;
+// the executor acts.
 package controller
 
 import (
@@ -16,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -42,8 +47,53 @@ type Options struct {
 	// RetryBase and RetryMax bound the per-pod exponential backoff after a failure.
 	RetryBase, RetryMax time.Duration
 	// DrainTimeout bounds how long a reconcile under way may go on once the controller is
-	// asked to stop (default 15 s, within the pod's 30 s termination grace period).
+	// asked to stop (default 15 s, within the pod's termination grace period).
 	DrainTimeout time.Duration
+	// MaxNetworksPerPod caps the elements of one pod's selection (default 32).
+	MaxNetworksPerPod int
+	// ReconcileBudget bounds the time in which a reconcile starts steps (default 2 min): what
+	// is left is requeued, so one pod of slow plugins cannot hold a worker indefinitely.
+	ReconcileBudget time.Duration
+	// ReleaseWorkers reconcile terminating, completed and deleted pods (default 2).
+	ReleaseWorkers int
+	// FinalizerTimeout is how long after its deletion deadline a pod keeps netplug's finalizer
+	// while its release fails (default 5 min); then the finalizer goes with a Warning.
+	FinalizerTimeout time.Duration
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.Workers < 1 {
+		o.Workers = 1
+	}
+	if o.ReleaseWorkers < 1 {
+		o.ReleaseWorkers = 2
+	}
+	if o.IsGlobalNamespace == nil {
+		o.IsGlobalNamespace = func(string) bool { return false }
+	}
+	if o.RetryBase <= 0 {
+		o.RetryBase = 250 * time.Millisecond
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = time.Minute
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 15 * time.Second
+	}
+	if o.MaxNetworksPerPod <= 0 {
+		o.MaxNetworksPerPod = attachment.DefaultMaxElements
+	}
+	if o.ReconcileBudget <= 0 {
+		o.ReconcileBudget = 2 * time.Minute
+	}
+	if o.FinalizerTimeout <= 0 {
+		o.FinalizerTimeout = 5 * time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 }
 
 // key is a work item: a pod by namespace/name, or, with only UID set, the leftovers of a pod
@@ -62,24 +112,31 @@ func (k key) String() string {
 
 const uidIndex = "uid"
 
-// Controller keeps the secondary interfaces of this node's pods equal to their annotations.
+var everything = labels.Everything()
+
+// Controller keeps the secondary interfaces of this node's pods equal to what they ask for.
 type Controller struct {
 	opts        Options
 	podInformer cache.SharedIndexInformer
 	nadInformer cache.SharedIndexInformer
 	pods        corelisters.PodLister
 	nads        nadlisters.NetworkAttachmentDefinitionLister
-	queue       workqueue.TypedRateLimitingInterface[key]
-	informers   []interface{ Start(<-chan struct{}) }
+	// plugs and releases are the two queues (see the package comment).
+	plugs, releases workqueue.TypedRateLimitingInterface[key]
+	informers       []interface{ Start(<-chan struct{}) }
 
 	runtime     Runtime
-	delegate    Delegate
-	status      StatusWriter
+	exec        Executor
+	writer      PodWriter
 	checkpoints Checkpoints
 	recorder    record.EventRecorder
 
-	// written maps pod UID to the resourceVersion of netplug's last status write, so a
-	// reconcile never acts on a cached pod older than its own write.
+	// locks keeps two workers (of either queue) off one pod.
+	locks keyLocks
+	// selections caches each pod's parsed selection by resourceVersion.
+	selections selectionCache
+	// written maps pod UID to netplug's last status write, so a reconcile never acts on a
+	// cached pod older than its own write.
 	written sync.Map
 	// attached counts managed interfaces per pod, for the attachments gauge.
 	attachedMu sync.Mutex
@@ -88,64 +145,43 @@ type Controller struct {
 }
 
 // New wires the controller. It watches only pods bound to opts.NodeName.
-func New(opts Options, kube kubernetes.Interface, nads nadclient.Interface, rt Runtime, dl Delegate,
-	sw StatusWriter, cp Checkpoints, recorder record.EventRecorder) (*Controller, error) {
+func New(opts Options, kube kubernetes.Interface, nads nadclient.Interface, rt Runtime, exec Executor,
+	writer PodWriter, cp Checkpoints, recorder record.EventRecorder) (*Controller, error) {
 	if opts.NodeName == "" {
 		return nil, fmt.Errorf("node name is required")
 	}
-	if opts.Workers < 1 {
-		opts.Workers = 1
-	}
-	if opts.IsGlobalNamespace == nil {
-		opts.IsGlobalNamespace = func(string) bool { return false }
-	}
-	if opts.RetryBase <= 0 {
-		opts.RetryBase = 250 * time.Millisecond
-	}
-	if opts.DrainTimeout <= 0 {
-		opts.DrainTimeout = 15 * time.Second
-	}
-	if opts.RetryMax <= 0 {
-		opts.RetryMax = time.Minute
-	}
+	opts.defaults()
 	podFactory := informers.NewSharedInformerFactoryWithOptions(kube, opts.ResyncPeriod,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
 		}))
 	nadFactory := nadinformers.NewSharedInformerFactory(nads, opts.ResyncPeriod)
+	limiter := func() workqueue.TypedRateLimiter[key] {
+		return workqueue.NewTypedItemExponentialFailureRateLimiter[key](opts.RetryBase, opts.RetryMax)
+	}
 	c := &Controller{
 		opts:        opts,
 		podInformer: podFactory.Core().V1().Pods().Informer(),
 		nadInformer: nadFactory.K8sCniCncfIo().V1().NetworkAttachmentDefinitions().Informer(),
 		pods:        podFactory.Core().V1().Pods().Lister(),
 		nads:        nadFactory.K8sCniCncfIo().V1().NetworkAttachmentDefinitions().Lister(),
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[key](opts.RetryBase, opts.RetryMax),
+		plugs: workqueue.NewTypedRateLimitingQueueWithConfig(limiter(),
 			workqueue.TypedRateLimitingQueueConfig[key]{Name: "pods"}),
+		releases: workqueue.NewTypedRateLimitingQueueWithConfig(limiter(),
+			workqueue.TypedRateLimitingQueueConfig[key]{Name: "releases"}),
 		informers:   []interface{ Start(<-chan struct{}) }{podFactory, nadFactory},
 		runtime:     rt,
-		delegate:    dl,
-		status:      sw,
+		exec:        exec,
+		writer:      writer,
 		checkpoints: cp,
 		recorder:    recorder,
 		attached:    map[types.UID]int{},
 		synced:      make(chan struct{}),
 	}
-	// Managed fields are never read; dropping them keeps the cache small.
-	if err := c.podInformer.SetTransform(func(obj interface{}) (interface{}, error) {
-		if pod, ok := obj.(*corev1.Pod); ok {
-			pod.ManagedFields = nil
-		}
-		return obj, nil
-	}); err != nil {
+	if err := c.podInformer.SetTransform(dropManagedFields); err != nil {
 		return nil, err
 	}
-	if err := c.podInformer.AddIndexers(cache.Indexers{uidIndex: func(obj interface{}) ([]string, error) {
-		if pod, ok := obj.(*corev1.Pod); ok {
-			return []string{string(pod.UID)}, nil
-		}
-		return nil, nil
-	}}); err != nil {
+	if err := c.podInformer.AddIndexers(cache.Indexers{uidIndex: podUID}); err != nil {
 		return nil, err
 	}
 	if _, err := c.podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -164,10 +200,26 @@ func New(opts Options, kube kubernetes.Interface, nads nadclient.Interface, rt R
 	return c, nil
 }
 
+// dropManagedFields keeps the cache small: managed fields are never read.
+func dropManagedFields(obj interface{}) (interface{}, error) {
+	if pod, ok := obj.(*corev1.Pod); ok {
+		pod.ManagedFields = nil
+	}
+	return obj, nil
+}
+
+func podUID(obj interface{}) ([]string, error) {
+	if pod, ok := obj.(*corev1.Pod); ok {
+		return []string{string(pod.UID)}, nil
+	}
+	return nil, nil
+}
+
 // Run starts the informers and workers and blocks until ctx is done.
 func (c *Controller) Run(ctx context.Context) error {
 	defer utilruntime.HandleCrash()
-	defer c.queue.ShutDown()
+	defer c.plugs.ShutDown()
+	defer c.releases.ShutDown()
 	logger := klog.FromContext(ctx)
 	for _, f := range c.informers {
 		f.Start(ctx.Done())
@@ -178,17 +230,25 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.enqueueOrphans(ctx)
 	close(c.synced)
-	logger.Info("Starting workers", "count", c.opts.Workers)
+	logger.Info("Starting workers", "plug", c.opts.Workers, "release", c.opts.ReleaseWorkers)
 	var wg sync.WaitGroup
-	for i := 0; i < c.opts.Workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			wait.UntilWithContext(ctx, c.runWorker, time.Second)
-		}()
+	start := func(q workqueue.TypedRateLimitingInterface[key], n int) {
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				wait.UntilWithContext(ctx, func(ctx context.Context) {
+					for c.processNext(ctx, q) {
+					}
+				}, time.Second)
+			}()
+		}
 	}
+	start(c.plugs, c.opts.Workers)
+	start(c.releases, c.opts.ReleaseWorkers)
 	<-ctx.Done()
-	c.queue.ShutDown()
+	c.plugs.ShutDown()
+	c.releases.ShutDown()
 	wg.Wait()
 	logger.Info("Workers stopped")
 	return nil
@@ -204,53 +264,58 @@ func (c *Controller) Synced(context.Context) error {
 	}
 }
 
-func (c *Controller) runWorker(ctx context.Context) {
-	for c.processNext(ctx) {
-	}
-}
-
-func (c *Controller) processNext(runCtx context.Context) bool {
-	ctx := runCtx
-	k, shutdown := c.queue.Get()
+func (c *Controller) processNext(runCtx context.Context, q workqueue.TypedRateLimitingInterface[key]) bool {
+	k, shutdown := q.Get()
 	if shutdown {
 		return false
 	}
-	defer c.queue.Done(k)
-	if ctx.Err() != nil {
+	defer q.Done(k)
+	if runCtx.Err() != nil {
 		return false // stopping: what is still queued is the next process's (it relists)
 	}
 	// A reconcile that has begun is finished even if the controller is asked to stop meanwhile:
 	// cut short, it leaves ADDs and DELs whose answers were dropped and a status never written
 	// (the soak found network-status drifting from the pod after a graceful stop). It gets
 	// DrainTimeout after the stop request, then its calls are cancelled.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ctx, cancel := context.WithCancel(context.WithoutCancel(runCtx))
 	defer cancel()
 	stopDrain := context.AfterFunc(runCtx, func() { time.AfterFunc(c.opts.DrainTimeout, cancel) })
 	defer stopDrain()
 	logger := klog.FromContext(ctx).WithValues("pod", k.String())
 	ctx = klog.NewContext(ctx, logger)
 	start := time.Now()
-	var err error
-	if k.Name == "" {
-		err = c.cleanupOrphan(ctx, k.UID)
-	} else {
-		err = c.reconcile(ctx, k)
-	}
+	err := c.sync(ctx, k)
 	result := metrics.ResultSuccess
 	switch {
 	case err == nil:
-		c.queue.Forget(k)
+		q.Forget(k)
 	case isRequeue(err):
 		result = metrics.ResultRequeue
 		logger.V(2).Info("Requeued", "reason", err.Error())
-		c.queue.AddRateLimited(k)
+		if after := requeueAfter(err); after > 0 {
+			q.AddAfter(k, after)
+		} else {
+			q.AddRateLimited(k)
+		}
 	default:
 		result = metrics.ResultError
-		logger.Error(err, "Reconcile failed; will retry", "retries", c.queue.NumRequeues(k))
-		c.queue.AddRateLimited(k)
+		logger.Error(err, "Reconcile failed; will retry", "retries", q.NumRequeues(k))
+		q.AddRateLimited(k)
 	}
 	metrics.ReconcileDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())
 	return true
+}
+
+// queueFor sends pods that only need releasing to the release queue.
+func (c *Controller) queueFor(pod *corev1.Pod) workqueue.TypedRateLimitingInterface[key] {
+	if pod.DeletionTimestamp != nil || podCompleted(pod) {
+		return c.releases
+	}
+	return c.plugs
+}
+
+func podCompleted(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
 func (c *Controller) enqueuePod(obj interface{}) {
@@ -258,7 +323,7 @@ func (c *Controller) enqueuePod(obj interface{}) {
 	if !ok || pod.Spec.NodeName != c.opts.NodeName {
 		return
 	}
-	c.queue.Add(key{Namespace: pod.Namespace, Name: pod.Name})
+	c.queueFor(pod).Add(key{Namespace: pod.Namespace, Name: pod.Name})
 }
 
 func (c *Controller) podDeleted(obj interface{}) {
@@ -270,12 +335,14 @@ func (c *Controller) podDeleted(obj interface{}) {
 		return
 	}
 	c.written.Delete(pod.UID)
+	c.selections.forget(pod.UID)
 	c.setAttached(pod.UID, 0)
-	c.queue.Add(key{UID: pod.UID})
+	c.releases.Add(key{UID: pod.UID})
 }
 
 // nadChanged re-enqueues the pods of this node that select the NAD, so a pod waiting for a NAD
-// that did not exist yet converges as soon as it appears.
+// that did not exist yet converges as soon as it appears. Selections come from the cache: a
+// NAD event costs a parse only for pods whose annotation changed since.
 func (c *Controller) nadChanged(obj interface{}) {
 	nad, ok := obj.(*nadv1.NetworkAttachmentDefinition)
 	if !ok {
@@ -286,13 +353,13 @@ func (c *Controller) nadChanged(obj interface{}) {
 		return
 	}
 	for _, pod := range pods {
-		sel, err := attachment.ParseSelection(pod.Annotations[nadv1.NetworkAttachmentAnnot], pod.Namespace)
+		sel, err := c.selections.get(pod, c.opts.MaxNetworksPerPod)
 		if err != nil {
 			continue
 		}
 		for _, a := range sel.Attachments {
 			if a.Namespace == nad.Namespace && a.Network == nad.Name {
-				c.queue.Add(key{Namespace: pod.Namespace, Name: pod.Name})
+				c.queueFor(pod).Add(key{Namespace: pod.Namespace, Name: pod.Name})
 				break
 			}
 		}
@@ -308,10 +375,15 @@ func (c *Controller) enqueueOrphans(ctx context.Context) {
 		return
 	}
 	for _, uid := range uids {
-		if objs, _ := c.podInformer.GetIndexer().ByIndex(uidIndex, uid); len(objs) == 0 {
-			c.queue.Add(key{UID: types.UID(uid)})
+		if !c.podExists(types.UID(uid)) {
+			c.releases.Add(key{UID: types.UID(uid)})
 		}
 	}
+}
+
+func (c *Controller) podExists(uid types.UID) bool {
+	objs, _ := c.podInformer.GetIndexer().ByIndex(uidIndex, string(uid))
+	return len(objs) > 0
 }
 
 func (c *Controller) setAttached(uid types.UID, n int) {
@@ -354,4 +426,8 @@ func (c *Controller) staleCache(pod *corev1.Pod) bool {
 		c.written.Delete(pod.UID)
 	}
 	return !caughtUp
+}
+
+func (c *Controller) rememberWrite(pod *corev1.Pod) {
+	c.written.Store(pod.UID, lastWrite{pod.ResourceVersion, pod.Annotations[nadv1.NetworkStatusAnnot]})
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/netplug/netplug/pkg/checkpoint"
 	"github.com/netplug/netplug/pkg/cri"
 	"github.com/netplug/netplug/pkg/multus"
-	"github.com/netplug/netplug/pkg/status"
+	"github.com/netplug/netplug/pkg/podwriter"
 )
 
 func nads(names ...string) []*nadv1.NetworkAttachmentDefinition {
@@ -35,6 +35,7 @@ func nads(names ...string) []*nadv1.NetworkAttachmentDefinition {
 }
 
 func TestAddRemoveAndBoth(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a", "ns/b"))
 	e.annotate("ns", "p", "a@net1")
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
@@ -46,9 +47,9 @@ func TestAddRemoveAndBoth(t *testing.T) {
 	// Remove everything.
 	e.annotate("ns", "p", "")
 	e.converged("ns", "p", nil, nil)
-	if entries, _ := e.store.List("uid-p"); len(entries) != 0 {
-		t.Errorf("checkpoints left: %+v", entries)
-	}
+	// The records go after the status write that converged() saw: wait for them, or this
+	// test fails about once in twenty runs.
+	e.expectSettledCheckpoints("uid-p")
 	e.settle()
 	var adds, dels int
 	for _, c := range e.delegate.callLog() {
@@ -64,6 +65,7 @@ func TestAddRemoveAndBoth(t *testing.T) {
 }
 
 func TestUnnamedElementsKeepTheirInterfaces(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a,b,a")}, nads("ns/a", "ns/b"))
 	want := []string{"ns/a@net1", "ns/b@net2", "ns/a@net3"}
 	e.converged("ns", "p", want, []string{"net1=a", "net2=b", "net3=a"})
@@ -93,6 +95,7 @@ func TestUnnamedElementsKeepTheirInterfaces(t *testing.T) {
 }
 
 func TestAttributeChangeIsAReplug(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", `[{"name":"a","interface":"net1","ips":["10.1.0.5/24"]}]`)}, nads("ns/a", "ns/b"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
 	e.annotate("ns", "p", `[{"name":"a","interface":"net1","ips":["10.1.0.6/24"]}]`)
@@ -117,6 +120,7 @@ func TestAttributeChangeIsAReplug(t *testing.T) {
 // not take that entry for the new link (the soak found a pod whose network-status kept the old
 // MAC for minutes); the in-flight checkpoint makes it replug and record the new result.
 func TestReplugInterruptedBeforeTheStatusWriteIsRepluggedAgain(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", `[{"name":"a","interface":"net1","ips":["10.1.0.5/24"]}]`)}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
 	e.failStatusWrites()
@@ -140,6 +144,7 @@ func TestReplugInterruptedBeforeTheStatusWriteIsRepluggedAgain(t *testing.T) {
 // before they work (the soak's kube-apiserver restart found it): network-status still lists
 // it, the link is gone. netplug must not take the stale entry for the interface: it plugs it.
 func TestUnplugNotYetInStatusIsNotMistakenForAttached(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
 	e.failStatusWrites()
@@ -158,6 +163,7 @@ func TestUnplugNotYetInStatusIsNotMistakenForAttached(t *testing.T) {
 // the checkpoint says b; the next edit (to c) must DEL the interface with b's config, or b's
 // address leaks (the soak found it: host-local kept an address of a deleted pod).
 func TestReplugWithoutStatusWriteDELsTheNewNetwork(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a", "ns/b", "ns/c"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
 	e.failStatusWrites()
@@ -187,6 +193,7 @@ func TestReplugWithoutStatusWriteDELsTheNewNetwork(t *testing.T) {
 // that has not seen it yet; the soak found a pod left with a stale entry that way). Unplugging
 // it writes its removal anyway, guarded by resourceVersion, before the checkpoint goes.
 func TestUnplugOfAnUnconfirmedRecordWritesItsRemoval(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
 	e.shutdown()
@@ -216,6 +223,7 @@ func TestUnplugOfAnUnconfirmedRecordWritesItsRemoval(t *testing.T) {
 // status write and checkpoint included, before it exits: a half-done reconcile leaves states
 // the next process cannot tell apart (the soak found drift after a graceful stop).
 func TestStopFinishesTheReconcileUnderWay(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
 	started, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
@@ -230,7 +238,12 @@ func TestStopFinishesTheReconcileUnderWay(t *testing.T) {
 	<-started
 	stopped := make(chan struct{})
 	go func() { e.shutdown(); close(stopped) }()
-	time.Sleep(50 * time.Millisecond) // the stop request is in
+	<-e.ctx.Done() // the stop request is in while the ADD is still under way
+	select {
+	case <-stopped:
+		t.Fatal("the controller stopped before the reconcile under way finished")
+	case <-time.After(50 * time.Millisecond):
+	}
 	close(release)
 	select {
 	case <-stopped:
@@ -240,12 +253,13 @@ func TestStopFinishesTheReconcileUnderWay(t *testing.T) {
 	if got := e.statusOf("ns", "p"); !slices.Equal(got, []string{"ns/a@net1"}) {
 		t.Fatalf("status %v after a stop during the ADD, want net1 written", got)
 	}
-	if entries, _ := e.store.List("uid-p"); len(entries) != 1 || entries[0].InFlight != "" {
-		t.Fatalf("checkpoints %+v, want net1 settled", entries)
+	if listing, _ := e.store.List("uid-p"); len(listing.Entries) != 1 || listing.Entries[0].InFlight != "" {
+		t.Fatalf("checkpoints %+v, want net1 settled", listing.Entries)
 	}
 }
 
 func TestMissingNADThenCreated(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1,late@net2")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
 	e.expectEvent("Warning", ReasonNetworkNotFound, "ns/late")
@@ -256,6 +270,7 @@ func TestMissingNADThenCreated(t *testing.T) {
 }
 
 func TestOneFailingElementDoesNotBlockTheOthers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", ""), runningPod("ns", "q", "a@net1")}, nads("ns/a", "ns/b", "ns/c"))
 	e.converged("ns", "q", []string{"ns/a@net1"}, []string{"net1=a"})
 	var failures int
@@ -276,6 +291,7 @@ func TestOneFailingElementDoesNotBlockTheOthers(t *testing.T) {
 }
 
 func TestStatusWriteConflictIsRetried(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
 	conflicts := 0
 	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -299,6 +315,7 @@ func TestStatusWriteConflictIsRetried(t *testing.T) {
 // A status write that fails for good leaves the interface checkpointed but unconfirmed: the
 // retry replugs it (DEL + ADD) to learn its result, and never adds a duplicate.
 func TestStatusWriteFailureRecovers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
 	failures := 0
 	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -318,6 +335,7 @@ func TestStatusWriteFailureRecovers(t *testing.T) {
 }
 
 func TestPendingThenRunning(t *testing.T) {
+	t.Parallel()
 	p := runningPod("ns", "p", "a@net1")
 	p.Status.Phase = corev1.PodPending
 	e := newEnv(t, []*corev1.Pod{p}, nads("ns/a"))
@@ -334,6 +352,7 @@ func TestPendingThenRunning(t *testing.T) {
 }
 
 func TestRunningWithoutReadySandboxIsRetried(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil, nads("ns/a"))
 	p := runningPod("ns", "p", "a@net1")
 	if _, err := e.kube.CoreV1().Pods("ns").Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
@@ -345,6 +364,7 @@ func TestRunningWithoutReadySandboxIsRetried(t *testing.T) {
 }
 
 func TestHostNetworkPodIsRefused(t *testing.T) {
+	t.Parallel()
 	p := runningPod("ns", "p", "a@net1")
 	p.Spec.HostNetwork = true
 	e := newEnv(t, []*corev1.Pod{p}, nads("ns/a"))
@@ -356,6 +376,7 @@ func TestHostNetworkPodIsRefused(t *testing.T) {
 }
 
 func TestNamespaceIsolation(t *testing.T) {
+	t.Parallel()
 	isolated := func(o *Options) {
 		o.NamespaceIsolation = true
 		o.IsGlobalNamespace = func(ns string) bool { return ns == "global" }
@@ -371,6 +392,7 @@ func TestNamespaceIsolation(t *testing.T) {
 }
 
 func TestMalformedAnnotationChangesNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
 	for _, bad := range []string{`[{"name":`, `[{"name":"a","interface":"net1"},{"name":"a","interface":"net1"}]`, `[{"name":"a","interface":"bad/name"}]`} {
@@ -389,6 +411,7 @@ func TestMalformedAnnotationChangesNothing(t *testing.T) {
 }
 
 func TestPodsOfOtherNodesAreIgnored(t *testing.T) {
+	t.Parallel()
 	other := runningPod("ns", "elsewhere", "a@net1")
 	other.Spec.NodeName = "node-b"
 	e := newEnv(t, []*corev1.Pod{other, runningPod("ns", "p", "a@net1")}, nads("ns/a"))
@@ -405,6 +428,7 @@ func TestPodsOfOtherNodesAreIgnored(t *testing.T) {
 }
 
 func TestDeletedPodIsReleasedEvenAfterARestart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1,a@net2"), runningPod("ns", "q", "a@net1")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1", "ns/a@net2"}, []string{"net1=a", "net2=a"})
 	e.converged("ns", "q", []string{"ns/a@net1"}, []string{"net1=a"})
@@ -426,6 +450,7 @@ func TestDeletedPodIsReleasedEvenAfterARestart(t *testing.T) {
 // The controller died between the ADD and the status write: the restart finds the checkpoint,
 // replugs once, and does not add a second interface.
 func TestCrashBetweenAddAndStatusWrite(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
 	e.failStatusWrites()
 	e.annotate("ns", "p", "a@net1")
@@ -440,6 +465,7 @@ func TestCrashBetweenAddAndStatusWrite(t *testing.T) {
 // user asks for the interface again before any retry. netplug must not trust network-status,
 // which still lists it: the interface is replugged, not assumed, and comes back.
 func TestInterruptedUnplugIsNotMistakenForAttached(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
 	netns := sandboxFor("uid-p").NetNS
@@ -455,8 +481,8 @@ func TestInterruptedUnplugIsNotMistakenForAttached(t *testing.T) {
 	if got := e.statusOf("ns", "p"); !slices.Equal(got, []string{"ns/a@net1"}) {
 		t.Fatalf("status = %v, want net1 still listed after a failed DEL", got)
 	}
-	if entries, _ := e.store.List("uid-p"); len(entries) != 1 || entries[0].InFlight != checkpoint.InFlightDel {
-		t.Fatalf("checkpoints %+v, want net1 marked in flight for a DEL", entries)
+	if listing, _ := e.store.List("uid-p"); len(listing.Entries) != 1 || listing.Entries[0].InFlight != checkpoint.InFlightDel {
+		t.Fatalf("checkpoints %+v, want net1 marked in flight for a DEL", listing.Entries)
 	}
 	e.shutdown() // and the controller restarts meanwhile: the mark is on disk
 	e.delegate.setFail(nil)
@@ -467,6 +493,7 @@ func TestInterruptedUnplugIsNotMistakenForAttached(t *testing.T) {
 }
 
 func TestSandboxRecreatedReleasesOldInterfaces(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
 	// The sandbox is recreated: Multus attached the annotation's networks to the new one and
@@ -481,7 +508,12 @@ func TestSandboxRecreatedReleasesOldInterfaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.eventually("old sandbox released", func() bool { return len(e.delegate.linksOf(sandboxFor("uid-p").NetNS)) == 0 })
-	e.eventually("checkpoint of the old sandbox removed", func() bool { got, _ := e.store.List("uid-p"); return len(got) == 0 })
+	// What is left is the record of the new sandbox's net1, which Multus attached for the
+	// selection and netplug adopted (no call).
+	e.eventually("checkpoint of the old sandbox removed", func() bool {
+		got, _ := e.store.List("uid-p")
+		return len(got.Entries) == 1 && got.Entries[0].SandboxID == "sb-new" && got.Entries[0].Adopted
+	})
 	e.settle()
 	if got := e.delegate.linksOf("/var/run/netns/new"); !slices.Equal(got, []string{"net1=a"}) {
 		t.Fatalf("new sandbox links %v", got)
@@ -494,6 +526,7 @@ func TestSandboxRecreatedReleasesOldInterfaces(t *testing.T) {
 // An interface Multus attached at pod creation has no checkpoint: it is unplugged with the
 // NAD's config, or, when the NAD is gone, left in place with a warning.
 func TestUnplugOfAnInterfaceMultusAttached(t *testing.T) {
+	t.Parallel()
 	withStatus := func(name string) *corev1.Pod {
 		p := runningPod("ns", name, "a@net1")
 		p.Annotations[nadv1.NetworkStatusAnnot] = `[{"name":"podnet","interface":"eth0","default":true},{"name":"ns/a","interface":"net1","ips":["10.9.9.9"]}]`
@@ -515,14 +548,17 @@ func TestUnplugOfAnInterfaceMultusAttached(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.eventually("NAD gone from the cache", func() bool { _, err := e.ctrl.nads.NetworkAttachmentDefinitions("ns").Get("a"); return err != nil })
+	// q's interface was adopted (recorded with its NAD's config) while the selection asked for
+	// it: its DEL needs no NAD any more.
 	e.annotate("ns", "q", "")
-	e.expectEvent("Warning", ReasonUnplugFailed, "ns/a from net1", "not found")
-	if got := e.statusOf("ns", "q"); !slices.Equal(got, []string{"ns/a@net1"}) {
-		t.Fatalf("status of q = %v, want the interface still listed", got)
+	e.converged("ns", "q", nil, nil)
+	if p := e.pod("ns", "q"); podwriter.HasFinalizer(p) {
+		t.Fatalf("finalizer on a pod netplug never plugged anything into: %v", p.Finalizers)
 	}
 }
 
 func TestOrphanCleanupRetriesUntilTheDaemonAnswers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
 	dels := 0
@@ -544,6 +580,7 @@ func TestOrphanCleanupRetriesUntilTheDaemonAnswers(t *testing.T) {
 }
 
 func TestNewRequiresANodeName(t *testing.T) {
+	t.Parallel()
 	if _, err := New(Options{}, nil, nil, nil, nil, nil, nil, nil); err == nil {
 		t.Fatal("New without a node name succeeded")
 	}
@@ -554,9 +591,10 @@ func typesUID(s string) types.UID { return types.UID(s) }
 // A terminating pod keeps netplug's finalizer until its sandbox has stopped and every
 // interface netplug plugged has had its DEL (Multus needs the pod object for that DEL).
 func TestTerminatingPodIsReleasedBeforeItGoes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
 	e.converged("ns", "p", []string{"ns/a@net1"}, []string{"net1=a"})
-	if p := e.pod("ns", "p"); !status.HasFinalizer(p) {
+	if p := e.pod("ns", "p"); !podwriter.HasFinalizer(p) {
 		t.Fatalf("no finalizer after a plug: %v", p.Finalizers)
 	}
 	p := e.pod("ns", "p")
@@ -566,17 +604,17 @@ func TestTerminatingPodIsReleasedBeforeItGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.settle()
-	if got := e.delegate.linksOf(sandboxFor("uid-p").NetNS); len(got) != 1 || !status.HasFinalizer(e.pod("ns", "p")) {
+	if got := e.delegate.linksOf(sandboxFor("uid-p").NetNS); len(got) != 1 || !podwriter.HasFinalizer(e.pod("ns", "p")) {
 		t.Fatalf("released while the sandbox still runs: links %v", got)
 	}
 	e.runtime.mu.Lock()
 	delete(e.runtime.sandboxes, "uid-p")
 	e.runtime.mu.Unlock()
-	e.eventually("finalizer removed", func() bool { return !status.HasFinalizer(e.pod("ns", "p")) })
+	e.eventually("finalizer removed", func() bool { return !podwriter.HasFinalizer(e.pod("ns", "p")) })
 	if got := e.delegate.linksOf(sandboxFor("uid-p").NetNS); len(got) != 0 {
 		t.Fatalf("links left: %v", got)
 	}
-	if entries, _ := e.store.List("uid-p"); len(entries) != 0 {
-		t.Fatalf("checkpoints left: %v", entries)
+	if listing, _ := e.store.List("uid-p"); len(listing.Entries) != 0 {
+		t.Fatalf("checkpoints left: %v", listing.Entries)
 	}
 }

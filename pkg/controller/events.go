@@ -1,21 +1,61 @@
 package controller
 
-// Event reasons on the pod. Warnings double as the reason label of netplug_failures_total.
+import (
+	"github.com/netplug/netplug/pkg/attachment"
+	"github.com/netplug/netplug/pkg/executor"
+)
+
+// Event reasons on the pod: the one list (the README lists every one). Warnings double as the
+// reason label of netplug_failures_total.
 const (
 	ReasonPlugged   = "NetworkPlugged"
 	ReasonUnplugged = "NetworkUnplugged"
 	ReasonReplugged = "NetworkReplugged"
+	ReasonReleased  = "NetworkReleased"
 
-	ReasonInvalidSelection   = "InvalidNetworkSelection"
-	ReasonInvalidStatus      = "InvalidNetworkStatus"
-	ReasonHostNetwork        = "HostNetworkPod"
-	ReasonNetworkNotFound    = "NetworkNotFound"
-	ReasonInvalidNetwork     = "InvalidNetworkConfig"
-	ReasonIsolation          = "NamespaceIsolationViolation"
-	ReasonPlugFailed         = "PlugFailed"
-	ReasonUnplugFailed       = "UnplugFailed"
-	ReasonSandboxLookup      = "SandboxLookupFailed"
-	ReasonStatusWriteFailed  = "StatusWriteFailed"
-	ReasonCheckpointFailed   = "CheckpointFailed"
-	ReasonOrphanUnplugFailed = "OrphanUnplugFailed"
+	ReasonInvalidSelection  = "InvalidNetworkSelection"
+	ReasonTooManyNetworks   = "TooManyNetworks"
+	ReasonInvalidStatus     = "InvalidNetworkStatus"
+	ReasonHostNetwork       = "HostNetworkPod"
+	ReasonNetworkNotFound   = "NetworkNotFound"
+	ReasonInvalidNetwork    = "InvalidNetworkConfig"
+	ReasonIsolation         = "NamespaceIsolationViolation"
+	ReasonPlugFailed        = "PlugFailed"
+	ReasonUnplugFailed      = "UnplugFailed"
+	ReasonSandboxLookup     = "SandboxLookupFailed"
+	ReasonStatusWriteFailed = "StatusWriteFailed"
+	ReasonCheckpointFailed  = "CheckpointFailed"
+	// ReasonCheckpointQuarantined: a record that could not be read was set aside; what it
+	// described (if anything) may need a manual release.
+	ReasonCheckpointQuarantined = "CheckpointQuarantined"
+	ReasonOrphanUnplugFailed    = "OrphanUnplugFailed"
+	// ReasonReleaseDeadline: the finalizer was removed without a full release, after
+	// finalizerTimeout; the node-local records stay for a later clean-up.
+	ReasonReleaseDeadline = "ReleaseDeadlineExceeded"
+	// ReasonBudgetExceeded: the reconcile's time budget ran out before every step started.
+	ReasonBudgetExceeded = "ReconcileBudgetExceeded"
+
+	// Element problems found by the parser and the planner (pkg/attachment).
+	ReasonInvalidNetworkRef  = attachment.ReasonInvalidNetworkRef
+	ReasonInvalidInterface   = attachment.ReasonInvalidInterface
+	ReasonInvalidAttributes  = attachment.ReasonInvalidAttributes
+	ReasonDuplicateInterface = attachment.ReasonDuplicateInterface
+	ReasonUnsupportedField   = attachment.ReasonUnsupportedField
+	ReasonInterfaceInUse     = attachment.ReasonInterfaceInUse
 )
+
+// reasonFor names the Warning of a failed step: a name Multus refused is the same mistake as one
+// the planner refuses.
+func reasonFor(f *executor.Failure) string {
+	switch {
+	case f.Kind == executor.KindNameExists:
+		return ReasonInterfaceInUse
+	case f.Kind == executor.KindCheckpoint:
+		return ReasonCheckpointFailed
+	case f.Op == executor.OpDel:
+		return ReasonUnplugFailed
+	case f.Op == executor.OpRelease:
+		return ReasonOrphanUnplugFailed
+	}
+	return ReasonPlugFailed
+}

@@ -24,11 +24,13 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2/ktesting"
 
+	"github.com/netplug/netplug/pkg/apitest"
 	"github.com/netplug/netplug/pkg/attachment"
 	"github.com/netplug/netplug/pkg/checkpoint"
 	"github.com/netplug/netplug/pkg/cri"
+	"github.com/netplug/netplug/pkg/executor"
 	"github.com/netplug/netplug/pkg/multus"
-	"github.com/netplug/netplug/pkg/status"
+	"github.com/netplug/netplug/pkg/podwriter"
 )
 
 const node = "node-a"
@@ -94,7 +96,9 @@ func (d *fakeDelegate) Add(ctx context.Context, r multus.Request) (*cni100.Resul
 		d.links[r.NetNS] = map[string]multus.Request{}
 	}
 	if _, exists := d.links[r.NetNS][r.IfName]; exists {
-		return nil, fmt.Errorf("interface %s already exists", r.IfName)
+		// The daemon's own words: it checks the name before any plugin runs.
+		return nil, &multus.DaemonError{StatusCode: 500, Message: fmt.Sprintf(
+			"[%s/%s:%s]: error adding container to network: validateIfName: interface name %s already exists", r.PodNamespace, r.PodName, networkOf(r), r.IfName)}
 	}
 	d.links[r.NetNS][r.IfName] = r
 	if err := ctx.Err(); err != nil {
@@ -196,6 +200,7 @@ type envOption func(*Options)
 func newEnv(t *testing.T, objects []*corev1.Pod, nads []*nadv1.NetworkAttachmentDefinition, opts ...envOption) *env {
 	t.Helper()
 	kube := fake.NewClientset()
+	apitest.EnforceResourceVersion(kube, "pods")
 	for _, p := range objects {
 		if _, err := kube.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -229,7 +234,7 @@ func (e *env) start(opts ...envOption) *env {
 	for _, f := range opts {
 		f(&o)
 	}
-	ctrl, err := New(o, e.kube, e.nads, e.runtime, e.delegate, status.NewWriter(e.kube, time.Second), e.store, e.recorder)
+	ctrl, err := New(o, e.kube, e.nads, e.runtime, executor.New(e.delegate, e.store), podwriter.NewWriter(e.kube, time.Second), e.store, e.recorder)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -291,7 +296,7 @@ func (e *env) settle() {
 	e.t.Helper()
 	quiet := 0
 	e.eventually("queue to settle", func() bool {
-		if e.ctrl.queue.Len() == 0 {
+		if e.ctrl.plugs.Len() == 0 && e.ctrl.releases.Len() == 0 {
 			quiet++
 		} else {
 			quiet = 0
@@ -387,9 +392,9 @@ func (e *env) restoreStatusWrites() { e.kube.ReactionChain = e.kube.ReactionChai
 func (e *env) expectSettledCheckpoints(uid string, ifaces ...string) {
 	e.t.Helper()
 	e.eventually(fmt.Sprintf("checkpoints %v recorded as plugged, not in flight", ifaces), func() bool {
-		entries, _ := e.store.List(uid)
+		listing, _ := e.store.List(uid)
 		var got []string
-		for _, entry := range entries {
+		for _, entry := range listing.Entries {
 			if entry.InFlight != "" {
 				return false
 			}

@@ -3,40 +3,42 @@ package controller
 import (
 	"context"
 
-	cni100 "github.com/containernetworking/cni/pkg/types/100"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/netplug/netplug/pkg/attachment"
 	"github.com/netplug/netplug/pkg/checkpoint"
 	"github.com/netplug/netplug/pkg/cri"
-	"github.com/netplug/netplug/pkg/multus"
-	"github.com/netplug/netplug/pkg/status"
+	"github.com/netplug/netplug/pkg/executor"
+	"github.com/netplug/netplug/pkg/podwriter"
 )
 
-// The I/O boundaries of the reconcile loop. Each has one real implementation (cri.Client,
-// multus.Client, status.Writer, checkpoint.Store) and a fake in the tests.
+// The I/O boundaries of the reconciler. Each has one real implementation (cri.Client,
+// podwriter.Writer, checkpoint.Store, executor.Executor) and a fake or a real one over fakes in
+// the tests.
 
 // Runtime finds the READY sandbox of a pod and its network namespace.
 type Runtime interface {
 	PodSandbox(ctx context.Context, podUID string) (cri.Sandbox, error)
 }
 
-// Delegate plugs and unplugs one interface.
-type Delegate interface {
-	Add(ctx context.Context, r multus.Request) (*cni100.Result, error)
-	Del(ctx context.Context, r multus.Request) error
-}
-
-// StatusWriter writes what netplug owns on a pod: network-status changes and its finalizer.
-type StatusWriter interface {
-	Apply(ctx context.Context, pod *corev1.Pod, changes []status.Change) (*corev1.Pod, error)
+// PodWriter writes what netplug owns on a pod: network-status changes and its finalizer.
+type PodWriter interface {
+	Apply(ctx context.Context, pod *corev1.Pod, u podwriter.Update) (*corev1.Pod, error)
 	AddFinalizer(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error)
 	RemoveFinalizer(ctx context.Context, pod *corev1.Pod) error
 }
 
-// Checkpoints remembers, on the node, how each interface was plugged.
+// Checkpoints lists what netplug recorded on the node; the executor writes the records.
 type Checkpoints interface {
-	Save(e checkpoint.Entry) error
-	Delete(podUID, iface string) error
-	List(podUID string) ([]checkpoint.Entry, error)
+	List(podUID string) (checkpoint.Listing, error)
 	Pods() ([]string, error)
+}
+
+// Executor carries out one attachment step with its record, metric and typed failure.
+type Executor interface {
+	Add(ctx context.Context, sb executor.Sandbox, a attachment.Attachment, config []byte) executor.Outcome
+	Adopt(sb executor.Sandbox, a attachment.Attachment, config []byte) executor.Outcome
+	Del(ctx context.Context, rec checkpoint.Entry) executor.Outcome
+	Release(ctx context.Context, rec checkpoint.Entry) executor.Outcome
+	Confirm(outcomes []executor.Outcome) ([]executor.Outcome, error)
 }

@@ -45,6 +45,38 @@ type DaemonError struct {
 
 func (e *DaemonError) Error() string { return e.Message }
 
+// The daemon's refusals that callers act on. The daemon answers with text only, so this package
+// is the one place that reads it; callers test with errors.Is.
+var (
+	// ErrInterfaceExists: the ADD was refused before any plugin ran, because the pod already
+	// has a link of that name. Nothing was created.
+	ErrInterfaceExists = errors.New("the pod already has an interface of that name")
+	// ErrPodNotFound: the daemon could not find the pod object (its DEL needs it).
+	ErrPodNotFound = errors.New("the Multus daemon cannot find the pod object")
+	// ErrDaemonUnavailable: the daemon's socket is missing or refuses connections.
+	ErrDaemonUnavailable = errors.New("the Multus daemon is not reachable")
+)
+
+// Is maps the daemon's words onto the errors above. Multus v4 says "validateIfName: interface
+// name net1 already exists" (checked before any plugin runs) and "pod not found during Multus
+// GetPod".
+func (e *DaemonError) Is(target error) bool {
+	switch target {
+	case ErrInterfaceExists:
+		return strings.Contains(e.Message, "validateIfName: interface name") && strings.Contains(e.Message, "already exists")
+	case ErrPodNotFound:
+		return strings.Contains(e.Message, "pod not found during Multus GetPod")
+	}
+	return false
+}
+
+// unavailableError wraps a failure to reach the daemon at all.
+type unavailableError struct{ err error }
+
+func (e unavailableError) Error() string        { return e.err.Error() }
+func (e unavailableError) Unwrap() error        { return e.err }
+func (e unavailableError) Is(target error) bool { return target == ErrDaemonUnavailable }
+
 // maxBody bounds what is read from the daemon; a CNI result or error is far smaller.
 const maxBody = 1 << 20
 
@@ -151,7 +183,11 @@ func (c *Client) send(req *http.Request) ([]byte, error) {
 		// url.Error repeats the dummy URL; the dial or context error underneath says it all.
 		var urlErr *url.Error
 		if errors.As(err, &urlErr) {
-			return nil, urlErr.Err
+			err = urlErr.Err
+		}
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			return nil, unavailableError{err}
 		}
 		return nil, err
 	}

@@ -223,6 +223,7 @@ func TestDaemonErrors(t *testing.T) {
 		body     string
 		wantText string
 		wantCode uint
+		wantIs   error
 	}{
 		{
 			name:     "plain text body, as http.Error writes it",
@@ -242,6 +243,20 @@ func TestDaemonErrors(t *testing.T) {
 			status:   http.StatusInternalServerError,
 			body:     "",
 			wantText: "multus daemon answered HTTP 500 with an empty body",
+		},
+		{
+			name:     "name taken: Multus v4 refuses before any plugin runs",
+			status:   http.StatusInternalServerError,
+			body:     "[ns/p:sec-bridge]: error adding container to network \"sec-bridge\": DelegateAdd: cannot set \"bridge\" interface name to \"eth0\": validateIfName: interface name eth0 already exists\n",
+			wantText: "[ns/p:sec-bridge]: error adding container to network \"sec-bridge\": DelegateAdd: cannot set \"bridge\" interface name to \"eth0\": validateIfName: interface name eth0 already exists",
+			wantIs:   ErrInterfaceExists,
+		},
+		{
+			name:     "pod object gone",
+			status:   http.StatusInternalServerError,
+			body:     "CmdDel (shim): CNI request failed with status 400: 'pod not found during Multus GetPod'",
+			wantText: "CmdDel (shim): CNI request failed with status 400: 'pod not found during Multus GetPod'",
+			wantIs:   ErrPodNotFound,
 		},
 	}
 	for _, tt := range tests {
@@ -265,6 +280,11 @@ func TestDaemonErrors(t *testing.T) {
 				var de *DaemonError
 				if !errors.As(err, &de) || de.StatusCode != tt.status || de.CNICode != tt.wantCode {
 					t.Errorf("%s error %#v, want a DaemonError with status %d code %d", op, err, tt.status, tt.wantCode)
+				}
+				for _, known := range []error{ErrInterfaceExists, ErrPodNotFound, ErrDaemonUnavailable} {
+					if errors.Is(err, known) != (known == tt.wantIs) {
+						t.Errorf("%s: errors.Is(%q, %v) = %v", op, err, known, !(known == tt.wantIs))
+					}
 				}
 			}
 		})
@@ -336,6 +356,9 @@ func TestMissingSocket(t *testing.T) {
 		err := call()
 		if err == nil || !strings.Contains(err.Error(), socket) {
 			t.Errorf("%s: error %v does not name the socket %s", op, err, socket)
+		}
+		if !errors.Is(err, ErrDaemonUnavailable) {
+			t.Errorf("%s: error %v is not ErrDaemonUnavailable", op, err)
 		}
 	}
 }

@@ -1,12 +1,14 @@
-// Package status writes k8s.v1.cni.cncf.io/network-status. It applies netplug's changes on top
-// of whatever the annotation holds at write time, so entries written by others (Multus at pod
-// creation) are never lost, and it retries on a fresh pod when another writer got there first.
-package status
+// Package podwriter writes what netplug owns on a pod: its k8s.v1.cni.cncf.io/network-status
+// entries and its finalizer. It applies netplug's changes on top of whatever the annotation
+// holds at write time, so entries written by others (Multus at pod creation) are never lost, and
+// it retries on a fresh pod when another writer got there first.
+package podwriter
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
@@ -66,18 +68,30 @@ func NewWriter(client kubernetes.Interface, timeout time.Duration) *Writer {
 	return &Writer{client: client, timeout: timeout}
 }
 
-// Apply writes changes on top of pod's network-status with one merge patch guarded by the
-// pod's resourceVersion. On a conflict it re-reads the pod and recomputes. It returns the pod
-// as written.
-func (w *Writer) Apply(ctx context.Context, pod *corev1.Pod, changes []Change) (*corev1.Pod, error) {
+// Update is one write of a pod: network-status changes and, with ReleaseFinalizer, the removal
+// of netplug's finalizer, in one patch.
+type Update struct {
+	Changes          []Change
+	ReleaseFinalizer bool
+}
+
+// Empty reports whether the update writes nothing to pod.
+func (u Update) Empty(pod *corev1.Pod) bool {
+	return len(u.Changes) == 0 && !(u.ReleaseFinalizer && HasFinalizer(pod))
+}
+
+// Apply writes u on top of pod's network-status and finalizers with one merge patch guarded by
+// the pod's resourceVersion. On a conflict it re-reads the pod and recomputes. It returns the
+// pod as written (pod itself when there is nothing to write).
+func (w *Writer) Apply(ctx context.Context, pod *corev1.Pod, u Update) (*corev1.Pod, error) {
 	current := pod
-	var written *corev1.Pod
+	written := pod
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		entries, err := attachment.ParseNetworkStatus(current.Annotations[nadv1.NetworkStatusAnnot])
-		if err != nil {
-			return err
+		if u.Empty(current) {
+			written = current
+			return nil
 		}
-		patch, err := mergePatch(current.ResourceVersion, Merge(entries, changes))
+		patch, err := mergePatch(current, u)
 		if err != nil {
 			return err
 		}
@@ -103,20 +117,35 @@ func (w *Writer) Apply(ctx context.Context, pod *corev1.Pod, changes []Change) (
 	return written, nil
 }
 
-func mergePatch(resourceVersion string, entries []nadv1.NetworkStatus) ([]byte, error) {
-	if entries == nil {
-		entries = []nadv1.NetworkStatus{}
+func mergePatch(pod *corev1.Pod, u Update) ([]byte, error) {
+	metadata := map[string]interface{}{
+		// The resourceVersion turns the patch into a compare-and-swap: a concurrent writer
+		// makes it fail with a conflict instead of being overwritten. That is also what makes
+		// it safe to send the whole finalizers list.
+		"resourceVersion": pod.ResourceVersion,
 	}
-	value, err := json.MarshalIndent(entries, "", "    ") // Multus's own formatting
-	if err != nil {
-		return nil, fmt.Errorf("encoding network-status: %w", err)
+	if len(u.Changes) > 0 {
+		entries, err := attachment.ParseNetworkStatus(pod.Annotations[nadv1.NetworkStatusAnnot])
+		if err != nil {
+			return nil, err
+		}
+		merged := Merge(entries, u.Changes)
+		if merged == nil {
+			merged = []nadv1.NetworkStatus{}
+		}
+		// Compact, not indented like Multus: all of a pod's annotations share 256 KiB.
+		value, err := json.Marshal(merged)
+		if err != nil {
+			return nil, fmt.Errorf("encoding network-status: %w", err)
+		}
+		metadata["annotations"] = map[string]string{nadv1.NetworkStatusAnnot: string(value)}
 	}
-	return json.Marshal(map[string]interface{}{
-		"metadata": map[string]interface{}{
-			// The resourceVersion turns the patch into a compare-and-swap: a concurrent writer
-			// makes it fail with a conflict instead of being overwritten.
-			"resourceVersion": resourceVersion,
-			"annotations":     map[string]string{nadv1.NetworkStatusAnnot: string(value)},
-		},
-	})
+	if u.ReleaseFinalizer && HasFinalizer(pod) {
+		kept := slices.DeleteFunc(slices.Clone(pod.Finalizers), func(f string) bool { return f == Finalizer })
+		if kept == nil {
+			kept = []string{}
+		}
+		metadata["finalizers"] = kept
+	}
+	return json.Marshal(map[string]interface{}{"metadata": metadata})
 }

@@ -1,9 +1,10 @@
-package status
+package podwriter
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/netplug/netplug/pkg/apitest"
 )
 
 func entry(name, iface string) nadv1.NetworkStatus {
@@ -63,7 +66,7 @@ func TestApplyWritesOnePatch(t *testing.T) {
 	pod := podWithStatus(t, "1", entry("podnet", "eth0"))
 	client := fake.NewClientset(pod)
 	add := entry("ns/a", "net1")
-	got, err := NewWriter(client, time.Second).Apply(context.Background(), pod, []Change{{Interface: "net1", Entry: &add}})
+	got, err := NewWriter(client, time.Second).Apply(context.Background(), pod, Update{Changes: []Change{{Interface: "net1", Entry: &add}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +105,7 @@ func TestApplyRecomputesOnConflict(t *testing.T) {
 		return false, nil, nil
 	})
 	add := entry("ns/a", "net1")
-	got, err := NewWriter(client, time.Second).Apply(context.Background(), stale, []Change{{Interface: "net1", Entry: &add}})
+	got, err := NewWriter(client, time.Second).Apply(context.Background(), stale, Update{Changes: []Change{{Interface: "net1", Entry: &add}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +125,7 @@ func TestApplyGivesUpWhenThePodWasReplaced(t *testing.T) {
 	client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, "p", errors.New("rv changed"))
 	})
-	_, err := NewWriter(client, time.Second).Apply(context.Background(), stale, nil)
+	_, err := NewWriter(client, time.Second).Apply(context.Background(), stale, Update{Changes: []Change{{Interface: "net1"}}})
 	if err == nil || !strings.Contains(err.Error(), "replaced") {
 		t.Fatalf("err = %v, want replaced", err)
 	}
@@ -131,7 +134,7 @@ func TestApplyGivesUpWhenThePodWasReplaced(t *testing.T) {
 func TestApplyRejectsMalformedStatus(t *testing.T) {
 	pod := podWithStatus(t, "1")
 	pod.Annotations[nadv1.NetworkStatusAnnot] = "{"
-	_, err := NewWriter(fake.NewClientset(pod), time.Second).Apply(context.Background(), pod, nil)
+	_, err := NewWriter(fake.NewClientset(pod), time.Second).Apply(context.Background(), pod, Update{Changes: []Change{{Interface: "net1"}}})
 	if err == nil || !strings.Contains(err.Error(), "malformed network-status") {
 		t.Fatalf("err = %v", err)
 	}
@@ -140,7 +143,7 @@ func TestApplyRejectsMalformedStatus(t *testing.T) {
 func TestApplyEmptyStatusIsAnEmptyList(t *testing.T) {
 	pod := podWithStatus(t, "1", entry("ns/a", "net1"))
 	client := fake.NewClientset(pod)
-	got, err := NewWriter(client, time.Second).Apply(context.Background(), pod, []Change{{Interface: "net1"}})
+	got, err := NewWriter(client, time.Second).Apply(context.Background(), pod, Update{Changes: []Change{{Interface: "net1"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,5 +176,68 @@ func TestFinalizers(t *testing.T) {
 	}
 	if err := w.RemoveFinalizer(context.Background(), after); err != nil {
 		t.Fatalf("removing from a deleted pod: %v", err)
+	}
+}
+
+// The status and the finalizer's release go out in one patch, compact, and the finalizer list
+// keeps everyone else's finalizers.
+func TestApplyReleasesTheFinalizerInTheStatusPatch(t *testing.T) {
+	pod := podWithStatus(t, "1", entry("podnet", "eth0"), entry("ns/a", "net1"))
+	pod.Finalizers = []string{"other.io/keep", Finalizer}
+	client := fake.NewClientset()
+	apitest.EnforceResourceVersion(client, "pods")
+	pod, _ = client.CoreV1().Pods("ns").Create(context.Background(), pod, metav1.CreateOptions{})
+	client.ClearActions()
+	got, err := NewWriter(client, time.Second).Apply(context.Background(), pod, Update{Changes: []Change{{Interface: "net1"}}, ReleaseFinalizer: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if HasFinalizer(got) || !slices.Equal(got.Finalizers, []string{"other.io/keep"}) {
+		t.Fatalf("finalizers %v", got.Finalizers)
+	}
+	if v := got.Annotations[nadv1.NetworkStatusAnnot]; v != `[{"name":"podnet","interface":"eth0","dns":{}}]` {
+		t.Fatalf("status %q is not compact or lost the default entry", v)
+	}
+	if n := len(client.Actions()); n != 1 {
+		t.Fatalf("%d API calls, want one patch: %v", n, client.Actions())
+	}
+}
+
+// With the API server's compare-and-swap: a write based on an old read conflicts, is
+// recomputed on the fresh pod, and keeps the other writer's change.
+func TestApplyAgainstEnforcedResourceVersions(t *testing.T) {
+	client := fake.NewClientset()
+	apitest.EnforceResourceVersion(client, "pods")
+	if _, err := client.CoreV1().Pods("ns").Create(context.Background(), podWithStatus(t, "", entry("podnet", "eth0")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stale, _ := client.CoreV1().Pods("ns").Get(context.Background(), "p", metav1.GetOptions{})
+	other := stale.DeepCopy()
+	other.Annotations[nadv1.NetworkStatusAnnot] = `[{"name":"podnet","interface":"eth0"},{"name":"ns/other","interface":"net7"}]`
+	if _, err := client.CoreV1().Pods("ns").Update(context.Background(), other, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Pods("ns").Update(context.Background(), stale, metav1.UpdateOptions{}); !apierrors.IsConflict(err) {
+		t.Fatalf("a stale update was not refused: %v", err)
+	}
+	add := entry("ns/a", "net1")
+	got, err := NewWriter(client, time.Second).Apply(context.Background(), stale, Update{Changes: []Change{{Interface: "net1", Entry: &add}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := statusOf(t, got); s != "podnet@eth0,ns/other@net7,ns/a@net1" {
+		t.Fatalf("written status %s", s)
+	}
+	if got.ResourceVersion == stale.ResourceVersion {
+		t.Fatal("the write did not get a new resourceVersion")
+	}
+}
+
+func TestApplyWithNothingToWriteCallsNothing(t *testing.T) {
+	pod := podWithStatus(t, "1")
+	client := fake.NewClientset(pod)
+	got, err := NewWriter(client, time.Second).Apply(context.Background(), pod, Update{ReleaseFinalizer: true})
+	if err != nil || got != pod || len(client.Actions()) != 0 {
+		t.Fatalf("Apply = %v, %v; actions %v", got, err, client.Actions())
 	}
 }

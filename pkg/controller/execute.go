@@ -1,0 +1,229 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/klog/v2"
+
+	"github.com/netplug/netplug/pkg/attachment"
+	"github.com/netplug/netplug/pkg/checkpoint"
+	"github.com/netplug/netplug/pkg/executor"
+	"github.com/netplug/netplug/pkg/podwriter"
+)
+
+// run is what the execute phase did, for the commit phase to write and report.
+type run struct {
+	outcomes []executor.Outcome
+	changes  []podwriter.Change
+	// done are the Normal events of the steps that succeeded.
+	done []doneEvent
+	// failed lists the failures a retry may fix.
+	failed []string
+	// skipped counts steps not started because the reconcile's budget ran out.
+	skipped int
+}
+
+type doneEvent struct{ reason, message string }
+
+// execute carries out the plan through the executor: old sandboxes' records first, then
+// removals, replugs and adds (so a name freed by a removal is free before an ADD needs it).
+func (c *Controller) execute(ctx context.Context, obs *observation, plan attachment.Plan) *run {
+	r := &run{}
+	blocked := c.releaseStale(ctx, obs, r)
+	for _, ref := range plan.Refused {
+		c.warn(obs.pod, ref.Reason, "%s as %s: %s; nothing was called", ref.Attachment.NetworkName(), ref.Attachment.Interface, ref.Message)
+	}
+	if len(plan.Adds)+len(plan.Replugs) > 0 && !podwriter.HasFinalizer(obs.pod) {
+		// Before the first ADD: Multus's DEL needs the pod object, so the pod must not go
+		// before netplug has released what it plugs.
+		pod, err := c.writer.AddFinalizer(ctx, obs.pod)
+		if err != nil {
+			c.warn(obs.pod, ReasonStatusWriteFailed, "%v; nothing is plugged until it can be written", err)
+			r.failed = append(r.failed, err.Error())
+			plan.Adds, plan.Replugs = nil, nil
+		} else {
+			obs.pod = pod
+		}
+	}
+	deadline := c.opts.Now().Add(c.opts.ReconcileBudget)
+	inBudget := func() bool {
+		if c.opts.Now().After(deadline) {
+			r.skipped++
+			return false
+		}
+		return true
+	}
+	for _, a := range plan.Adopts {
+		c.adopt(obs, r, a)
+	}
+	for _, a := range plan.Removes {
+		if inBudget() {
+			c.unplug(ctx, obs, r, a)
+		}
+	}
+	for _, rp := range plan.Replugs {
+		if blocked[rp.New.Interface] {
+			continue
+		}
+		if inBudget() {
+			c.replug(ctx, obs, r, rp)
+		}
+	}
+	for _, a := range plan.Adds {
+		if blocked[a.Interface] {
+			continue
+		}
+		if inBudget() {
+			c.plug(ctx, obs, r, a)
+		}
+	}
+	return r
+}
+
+// releaseStale DELs the records of sandboxes the pod no longer runs in, so their addresses are
+// released; they are not attached to the current one. It returns the interface names whose
+// release failed: their records still hold the name, so nothing may be plugged under it yet.
+func (c *Controller) releaseStale(ctx context.Context, obs *observation, r *run) map[string]bool {
+	blocked := map[string]bool{}
+	for _, e := range obs.stale {
+		o := c.exec.Release(ctx, e)
+		r.outcomes = append(r.outcomes, o)
+		if !o.OK() {
+			blocked[e.Interface] = true
+			c.warn(obs.pod, ReasonOrphanUnplugFailed, "releasing %s/%s (%s) of an old sandbox: %v", e.Namespace, e.Network, e.Interface, o.Failure.Err)
+			r.failed = append(r.failed, o.Failure.Error())
+			continue
+		}
+		klog.FromContext(ctx).Info("Released an interface of an old sandbox", "network", e.Namespace+"/"+e.Network, "interface", e.Interface, "sandbox", e.SandboxID)
+	}
+	return blocked
+}
+
+func (c *Controller) adopt(obs *observation, r *run, a attachment.Attachment) {
+	config, _, err := c.resolve(obs.pod, a)
+	if err != nil {
+		return // without the NAD there is no config to DEL it with later; Multus keeps owning it
+	}
+	o := c.exec.Adopt(obs.sandbox, a, config)
+	r.outcomes = append(r.outcomes, o)
+	if !o.OK() {
+		c.failStep(obs.pod, r, a, o.Failure)
+	}
+}
+
+func (c *Controller) plug(ctx context.Context, obs *observation, r *run, a attachment.Attachment) bool {
+	config, reason, err := c.resolve(obs.pod, a)
+	if err != nil {
+		c.failResolve(obs.pod, r, a, reason, err)
+		return false
+	}
+	o := c.exec.Add(ctx, obs.sandbox, a, config)
+	r.outcomes = append(r.outcomes, o)
+	if !o.OK() {
+		c.failStep(obs.pod, r, a, o.Failure)
+		return false
+	}
+	r.changes = append(r.changes, podwriter.Change{Interface: a.Interface, Entry: o.Status})
+	r.done = append(r.done, doneEvent{ReasonPlugged, fmt.Sprintf("plugged %s as %s", a.NetworkName(), a.Interface)})
+	klog.FromContext(ctx).Info("Plugged", "network", a.NetworkName(), "interface", a.Interface, "ips", o.Status.IPs, "mac", o.Status.Mac)
+	return true
+}
+
+// unplug DELs a with the config, sandbox and interface of its record. The removal is written
+// to network-status even when the cached status does not list the interface: the cache may lag
+// a write that landed although its answer was lost. The write is guarded by resourceVersion, so
+// against a newer pod it conflicts, is recomputed, and drops the entry; only then does the
+// record go.
+func (c *Controller) unplug(ctx context.Context, obs *observation, r *run, a attachment.Attachment) bool {
+	rec, err := c.recordOf(obs, a)
+	if err != nil {
+		c.warn(obs.pod, ReasonUnplugFailed, "%s from %s: %v; the interface is left in place", a.NetworkName(), a.Interface, err)
+		r.failed = append(r.failed, fmt.Sprintf("unplug %s: %v", a, err))
+		return false
+	}
+	o := c.exec.Del(ctx, rec)
+	r.outcomes = append(r.outcomes, o)
+	if !o.OK() {
+		c.failStep(obs.pod, r, a, o.Failure)
+		return false
+	}
+	r.changes = append(r.changes, podwriter.Change{Interface: a.Interface})
+	r.done = append(r.done, doneEvent{ReasonUnplugged, fmt.Sprintf("unplugged %s from %s", a.NetworkName(), a.Interface)})
+	klog.FromContext(ctx).Info("Unplugged", "network", a.NetworkName(), "interface", a.Interface)
+	return true
+}
+
+func (c *Controller) replug(ctx context.Context, obs *observation, r *run, rp attachment.Replug) {
+	if _, reason, err := c.resolve(obs.pod, rp.New); err != nil {
+		c.failResolve(obs.pod, r, rp.New, reason, err)
+		return // keep the old interface rather than leave none
+	}
+	before := len(r.done)
+	if c.unplug(ctx, obs, r, rp.Old) && c.plug(ctx, obs, r, rp.New) {
+		r.done = append(r.done[:before], doneEvent{ReasonReplugged, fmt.Sprintf("replugged %s as %s", rp.New.NetworkName(), rp.New.Interface)})
+	}
+}
+
+// recordOf is the record a DEL of a uses: netplug's own, or, for an interface Multus attached,
+// one made from the NAD as it is now.
+func (c *Controller) recordOf(obs *observation, a attachment.Attachment) (checkpoint.Entry, error) {
+	for _, e := range obs.current {
+		if e.Interface == a.Interface && e.Namespace == a.Namespace && e.Network == a.Network {
+			return e, nil
+		}
+	}
+	config, reason, err := c.resolve(obs.pod, a)
+	if err != nil {
+		return checkpoint.Entry{}, fmt.Errorf("%w (%s)", err, reason)
+	}
+	return executor.RecordFor(obs.sandbox, a, config), nil
+}
+
+// resolve finds the NAD of a, applies namespace isolation and returns its CNI config.
+func (c *Controller) resolve(pod *corev1.Pod, a attachment.Attachment) ([]byte, string, error) {
+	if c.opts.NamespaceIsolation && a.Namespace != pod.Namespace && !c.opts.IsGlobalNamespace(a.Namespace) {
+		return nil, ReasonIsolation, fmt.Errorf("network %s is in another namespace and namespace isolation is on", a.NetworkName())
+	}
+	nad, err := c.nads.NetworkAttachmentDefinitions(a.Namespace).Get(a.Network)
+	if apierrors.IsNotFound(err) {
+		return nil, ReasonNetworkNotFound, fmt.Errorf("NetworkAttachmentDefinition %s not found", a.NetworkName())
+	}
+	if err != nil {
+		return nil, ReasonNetworkNotFound, fmt.Errorf("looking up NetworkAttachmentDefinition %s: %w", a.NetworkName(), err)
+	}
+	if strings.TrimSpace(nad.Spec.Config) == "" {
+		return nil, ReasonInvalidNetwork, fmt.Errorf("NetworkAttachmentDefinition %s has no spec.config; netplug needs the CNI config inline", a.NetworkName())
+	}
+	config, err := nadutils.GetCNIConfigFromSpec(nad.Spec.Config, a.Network)
+	if err != nil {
+		return nil, ReasonInvalidNetwork, fmt.Errorf("NetworkAttachmentDefinition %s: %w", a.NetworkName(), err)
+	}
+	return config, "", nil
+}
+
+// failResolve reports an element whose network cannot be used. Isolation and a bad config are
+// not retried: only an edit of the annotation, the config or the NAD fixes them, and each
+// enqueues the pod.
+func (c *Controller) failResolve(pod *corev1.Pod, r *run, a attachment.Attachment, reason string, err error) {
+	c.warn(pod, reason, "%s as %s: %v", a.NetworkName(), a.Interface, err)
+	if reason != ReasonIsolation && reason != ReasonInvalidNetwork {
+		r.failed = append(r.failed, fmt.Sprintf("%s: %v", a, err))
+	}
+}
+
+// failStep reports a failed step; a name Multus refused is not retried until an edit.
+func (c *Controller) failStep(pod *corev1.Pod, r *run, a attachment.Attachment, f *executor.Failure) {
+	verb := "as"
+	if f.Op == executor.OpDel {
+		verb = "from"
+	}
+	c.warn(pod, reasonFor(f), "%s %s %s: %s: %v", a.NetworkName(), verb, a.Interface, f.Kind, f.Err)
+	if f.Retriable() {
+		r.failed = append(r.failed, fmt.Sprintf("%s: %v", a, f))
+	}
+}

@@ -1,0 +1,84 @@
+package controller
+
+import (
+	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	"github.com/netplug/netplug/pkg/attachment"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// keyLocks is a mutex per pod, held for a whole reconcile: a pod can be in both queues at once
+// while it changes state (a plug under way when its deletion arrives).
+type keyLocks struct {
+	mu    sync.Mutex
+	locks map[string]*keyLock
+}
+
+type keyLock struct {
+	sync.Mutex
+	users int
+}
+
+func (l *keyLocks) lock(k string) func() {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[string]*keyLock{}
+	}
+	kl := l.locks[k]
+	if kl == nil {
+		kl = &keyLock{}
+		l.locks[k] = kl
+	}
+	kl.users++
+	l.mu.Unlock()
+	kl.Lock()
+	return func() {
+		kl.Unlock()
+		l.mu.Lock()
+		if kl.users--; kl.users == 0 {
+			delete(l.locks, k)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// selectionCache keeps each pod's parsed selection for its resourceVersion, so NAD events and
+// resyncs do not re-parse unchanged annotations.
+type selectionCache struct {
+	mu      sync.Mutex
+	entries map[types.UID]cachedSelection
+}
+
+type cachedSelection struct {
+	resourceVersion string
+	annotation      string
+	sel             attachment.Selection
+	err             error
+}
+
+func (s *selectionCache) get(pod *corev1.Pod, maxElements int) (attachment.Selection, error) {
+	annotation := pod.Annotations[nadv1.NetworkAttachmentAnnot]
+	s.mu.Lock()
+	cached, ok := s.entries[pod.UID]
+	s.mu.Unlock()
+	if ok && cached.resourceVersion == pod.ResourceVersion && cached.annotation == annotation {
+		return cached.sel, cached.err
+	}
+	sel, err := attachment.ParseSelectionWithin(annotation, pod.Namespace, maxElements)
+	s.mu.Lock()
+	if s.entries == nil {
+		s.entries = map[types.UID]cachedSelection{}
+	}
+	s.entries[pod.UID] = cachedSelection{resourceVersion: pod.ResourceVersion, annotation: annotation, sel: sel, err: err}
+	s.mu.Unlock()
+	return sel, err
+}
+
+func (s *selectionCache) forget(uid types.UID) {
+	s.mu.Lock()
+	delete(s.entries, uid)
+	s.mu.Unlock()
+}

@@ -1,0 +1,192 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/klog/v2"
+
+	"github.com/netplug/netplug/pkg/attachment"
+	"github.com/netplug/netplug/pkg/checkpoint"
+	"github.com/netplug/netplug/pkg/cri"
+	"github.com/netplug/netplug/pkg/executor"
+	"github.com/netplug/netplug/pkg/metrics"
+	"github.com/netplug/netplug/pkg/podwriter"
+)
+
+// requeueError asks for a retry without logging a failure: the pod is not ready for us yet.
+type requeueError struct {
+	reason string
+	after  time.Duration // 0: the rate limiter's backoff
+}
+
+func (e requeueError) Error() string { return e.reason }
+
+func isRequeue(err error) bool {
+	var r requeueError
+	return errors.As(err, &r)
+}
+
+func requeueAfter(err error) time.Duration {
+	var r requeueError
+	if errors.As(err, &r) {
+		return r.after
+	}
+	return 0
+}
+
+// sync reconciles one key; it is what the workers call, and what the unit tests drive.
+func (c *Controller) sync(ctx context.Context, k key) error {
+	defer c.locks.lock(k.String())()
+	if k.Name == "" {
+		return c.releaseOrphan(ctx, k.UID)
+	}
+	pod, err := c.pods.Pods(k.Namespace).Get(k.Name)
+	if apierrors.IsNotFound(err) {
+		return nil // the delete handler queues the release by UID
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case pod.Spec.NodeName != c.opts.NodeName:
+		return nil // never act on another node's pod
+	case pod.DeletionTimestamp != nil:
+		return c.releaseTerminating(ctx, pod)
+	case podCompleted(pod):
+		return c.releaseCompleted(ctx, pod)
+	}
+	obs, err := c.observe(ctx, pod)
+	if obs == nil {
+		return err
+	}
+	plan := attachment.PlanFor(obs.selection, obs.status, records(obs.current))
+	run := c.execute(ctx, obs, plan)
+	return c.commit(ctx, obs, run)
+}
+
+// observation is what one reconcile knows of one pod.
+type observation struct {
+	pod       *corev1.Pod
+	selection attachment.Selection
+	status    []nadv1.NetworkStatus
+	sandbox   executor.Sandbox
+	// current are the pod's records for its current sandbox; stale those of older sandboxes.
+	current, stale []checkpoint.Entry
+}
+
+// observe reads the pod, its selection, network-status, records and READY sandbox. A nil
+// observation means there is nothing to do now (the error says whether to retry).
+func (c *Controller) observe(ctx context.Context, pod *corev1.Pod) (*observation, error) {
+	logger := klog.FromContext(ctx)
+	annotation := pod.Annotations[nadv1.NetworkAttachmentAnnot]
+	if pod.Spec.HostNetwork {
+		if strings.TrimSpace(annotation) != "" {
+			c.warn(pod, ReasonHostNetwork, "pod uses the host network: secondary networks cannot be plugged into it")
+		}
+		return nil, nil
+	}
+	if c.staleCache(pod) {
+		return nil, requeueError{reason: "informer cache older than netplug's last write"}
+	}
+	sel, err := c.selections.get(pod, c.opts.MaxNetworksPerPod)
+	if errors.Is(err, attachment.ErrTooManyElements) {
+		c.warn(pod, ReasonTooManyNetworks, "%v; no interface was changed", err)
+		return nil, nil
+	}
+	if err != nil {
+		c.warn(pod, ReasonInvalidSelection, "%v; no interface was changed", err)
+		return nil, nil // only a new edit can fix it, and that edit enqueues the pod
+	}
+	status, err := attachment.ParseNetworkStatus(pod.Annotations[nadv1.NetworkStatusAnnot])
+	if err != nil {
+		c.warn(pod, ReasonInvalidStatus, "%v; no interface was changed", err)
+		return nil, nil
+	}
+	entries, err := c.listRecords(pod)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range sel.Problems {
+		c.warn(pod, p.Reason, "%s; nothing attached is removed until it is fixed", p.Error())
+	}
+	if len(entries) == 0 && len(sel.Attachments) == 0 && !podwriter.HasFinalizer(pod) {
+		c.setAttached(pod.UID, 0)
+		return nil, nil // the common case costs no I/O beyond one directory read
+	}
+	// Multus writes network-status while it sets the sandbox up; the pod reports Running only
+	// after that, so acting before would mistake Multus's own interfaces for missing ones.
+	if pod.Status.Phase != corev1.PodRunning {
+		logger.V(2).Info("Waiting for the pod to run", "phase", pod.Status.Phase)
+		return nil, nil // the pod's transition to Running enqueues it again
+	}
+	sb, err := c.sandbox(ctx, pod)
+	if err != nil || sb == nil {
+		return nil, err
+	}
+	obs := &observation{pod: pod, selection: sel, status: status, sandbox: *sb}
+	for _, e := range entries {
+		if e.SandboxID == sb.ID {
+			obs.current = append(obs.current, e)
+		} else {
+			obs.stale = append(obs.stale, e)
+		}
+	}
+	return obs, nil
+}
+
+// listRecords lists the pod's records; the ones that cannot be read are set aside with a
+// Warning, and the pod carries on with the rest.
+func (c *Controller) listRecords(pod *corev1.Pod) ([]checkpoint.Entry, error) {
+	listing, err := c.checkpoints.List(string(pod.UID))
+	if err != nil {
+		c.warn(pod, ReasonCheckpointFailed, "%v", err)
+		return nil, err
+	}
+	for _, q := range listing.Quarantined {
+		c.warn(pod, ReasonCheckpointQuarantined, "checkpoint %s could not be read and was set aside (%v); an interface it described may need a manual release", q.File, q.Err)
+	}
+	return listing.Entries, nil
+}
+
+// sandbox finds the pod's READY sandbox; nil with a nil error means nothing is to be done.
+func (c *Controller) sandbox(ctx context.Context, pod *corev1.Pod) (*executor.Sandbox, error) {
+	sandboxCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	sb, err := c.runtime.PodSandbox(sandboxCtx, string(pod.UID))
+	cancel()
+	switch {
+	case errors.Is(err, cri.ErrNoReadySandbox):
+		return nil, requeueError{reason: "pod has no ready sandbox yet"}
+	case errors.Is(err, cri.ErrHostNetwork):
+		c.warn(pod, ReasonHostNetwork, "pod sandbox uses the host network: secondary networks cannot be plugged into it")
+		return nil, nil
+	case err != nil:
+		c.warn(pod, ReasonSandboxLookup, "finding the pod's network namespace: %v", err)
+		return nil, err
+	}
+	return &executor.Sandbox{PodNamespace: pod.Namespace, PodName: pod.Name, PodUID: string(pod.UID),
+		ID: sb.ID, NetNS: sb.NetNS}, nil
+}
+
+func records(entries []checkpoint.Entry) []attachment.Record {
+	out := make([]attachment.Record, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, e.Record())
+	}
+	return out
+}
+
+func (c *Controller) event(pod *corev1.Pod, eventType, reason, format string, args ...interface{}) {
+	c.recorder.Eventf(pod, eventType, reason, format, args...)
+}
+
+// warn records a Warning event and counts the failure by reason.
+func (c *Controller) warn(pod *corev1.Pod, reason, format string, args ...interface{}) {
+	metrics.Failures.WithLabelValues(reason).Inc()
+	c.recorder.Eventf(pod, corev1.EventTypeWarning, reason, format, args...)
+}

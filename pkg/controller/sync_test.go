@@ -1,0 +1,523 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	nadfake "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned/fake"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/netplug/netplug/pkg/apitest"
+	"github.com/netplug/netplug/pkg/attachment"
+	"github.com/netplug/netplug/pkg/checkpoint"
+	"github.com/netplug/netplug/pkg/cri"
+	"github.com/netplug/netplug/pkg/executor"
+	"github.com/netplug/netplug/pkg/multus"
+	"github.com/netplug/netplug/pkg/podwriter"
+)
+
+// fixture drives the controller one key at a time, in the style of sample-controller: the
+// clientsets and the listers are seeded with the same objects, sync runs synchronously, and the
+// test compares the recorded API actions, Multus calls, records and events.
+type fixture struct {
+	t        *testing.T
+	ctx      context.Context
+	kube     *fake.Clientset
+	nads     *nadfake.Clientset
+	runtime  *fakeRuntime
+	delegate *fakeDelegate
+	store    *checkpoint.Store
+	dir      string
+	recorder *record.FakeRecorder
+	ctrl     *Controller
+	now      time.Time
+}
+
+func newFixture(t *testing.T, pods []*corev1.Pod, nads []*nadv1.NetworkAttachmentDefinition, opts ...envOption) *fixture {
+	t.Helper()
+	_, ctx := ktesting.NewTestContext(t)
+	f := &fixture{t: t, ctx: ctx, kube: fake.NewClientset(), nads: nadfake.NewSimpleClientset(),
+		runtime: &fakeRuntime{sandboxes: map[string]cri.Sandbox{}}, delegate: newFakeDelegate(),
+		dir: filepath.Join(t.TempDir(), "checkpoints"), recorder: record.NewFakeRecorder(1000),
+		now: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
+	apitest.EnforceResourceVersion(f.kube, "pods")
+	for _, p := range pods {
+		if _, err := f.kube.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		f.runtime.set(string(p.UID), sandboxFor(p.UID))
+	}
+	for _, n := range nads {
+		if _, err := f.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(n.Namespace).Create(ctx, n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.open(opts...)
+	return f
+}
+
+// open (re)creates the store and the controller over the fixture's state, like a restart.
+func (f *fixture) open(opts ...envOption) {
+	f.t.Helper()
+	if f.store != nil {
+		_ = f.store.Close()
+	}
+	store, err := checkpoint.Open(f.ctx, f.dir)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { _ = store.Close() })
+	o := Options{NodeName: node, Workers: 1, Now: func() time.Time { return f.now }}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ctrl, err := New(o, f.kube, f.nads, f.runtime, executor.New(f.delegate, store), podwriter.NewWriter(f.kube, time.Second), store, f.recorder)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.store, f.ctrl = store, ctrl
+}
+
+// refresh makes the listers show what the API holds, as synced informers would.
+func (f *fixture) refresh() {
+	f.t.Helper()
+	pods, err := f.kube.CoreV1().Pods("").List(f.ctx, metav1.ListOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var objs []interface{}
+	for i := range pods.Items {
+		objs = append(objs, &pods.Items[i])
+	}
+	if err := f.ctrl.podInformer.GetIndexer().Replace(objs, ""); err != nil {
+		f.t.Fatal(err)
+	}
+	nads, err := f.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions("").List(f.ctx, metav1.ListOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	objs = nil
+	for i := range nads.Items {
+		objs = append(objs, &nads.Items[i])
+	}
+	if err := f.ctrl.nadInformer.GetIndexer().Replace(objs, ""); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// sync reconciles one pod now.
+func (f *fixture) sync(ns, name string) error {
+	f.t.Helper()
+	f.refresh()
+	return f.ctrl.sync(f.ctx, key{Namespace: ns, Name: name})
+}
+
+func (f *fixture) mustSync(ns, name string) {
+	f.t.Helper()
+	if err := f.sync(ns, name); err != nil {
+		f.t.Fatalf("sync %s/%s: %v; calls %v; events %v", ns, name, err, f.delegate.callLog(), f.events())
+	}
+}
+
+func (f *fixture) pod(ns, name string) *corev1.Pod {
+	f.t.Helper()
+	p, err := f.kube.CoreV1().Pods(ns).Get(f.ctx, name, metav1.GetOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return p
+}
+
+func (f *fixture) update(ns, name string, edit func(*corev1.Pod)) {
+	f.t.Helper()
+	p := f.pod(ns, name)
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	edit(p)
+	if _, err := f.kube.CoreV1().Pods(ns).Update(f.ctx, p, metav1.UpdateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) annotate(ns, name, networks string) {
+	f.update(ns, name, func(p *corev1.Pod) { p.Annotations[nadv1.NetworkAttachmentAnnot] = networks })
+}
+
+// events drains the events recorded so far.
+func (f *fixture) events() []string {
+	var out []string
+	for {
+		select {
+		case e := <-f.recorder.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+func hasEvent(events []string, substr ...string) bool {
+	return slices.ContainsFunc(events, func(e string) bool {
+		for _, s := range substr {
+			if !strings.Contains(e, s) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (f *fixture) records(uid string) []checkpoint.Entry {
+	f.t.Helper()
+	l, err := f.store.List(uid)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return l.Entries
+}
+
+func (f *fixture) statusOf(ns, name string) []string {
+	f.t.Helper()
+	entries, err := attachment.ParseNetworkStatus(f.pod(ns, name).Annotations[nadv1.NetworkStatusAnnot])
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []string
+	for _, s := range entries {
+		if !s.Default {
+			out = append(out, s.Name+"@"+s.Interface)
+		}
+	}
+	return out
+}
+
+// podPatches counts the pod patches recorded since the last call.
+func (f *fixture) podPatches() int {
+	n := 0
+	for _, a := range f.kube.Actions() {
+		if a.GetVerb() == "patch" && a.GetResource().Resource == "pods" {
+			n++
+		}
+	}
+	f.kube.ClearActions()
+	return n
+}
+
+func withStatus(p *corev1.Pod, status string) *corev1.Pod {
+	p.Annotations[nadv1.NetworkStatusAnnot] = status
+	return p
+}
+
+const podnetStatus = `{"name":"podnet","interface":"eth0","ips":["10.244.0.185"],"default":true}`
+
+// Item 1: asking for a name the pod already has (its default interface) is refused before any
+// call; before the fix the ADD failed, and the next reconcile DELed eth0.
+func TestSyncRefusesTheDefaultInterfaceName(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{withStatus(runningPod("ns", "p", `[{"name":"a","interface":"eth0"}]`), "["+podnetStatus+"]")}, nads("ns/a"))
+	for i := 0; i < 2; i++ {
+		f.mustSync("ns", "p")
+	}
+	if calls := f.delegate.callLog(); len(calls) != 0 {
+		t.Fatalf("multus was called: %v", calls)
+	}
+	if ev := f.events(); !hasEvent(ev, "Warning", ReasonInterfaceInUse, "eth0", "default network") {
+		t.Fatalf("events %v", ev)
+	}
+	if r := f.records("uid-p"); len(r) != 0 || podwriter.HasFinalizer(f.pod("ns", "p")) {
+		t.Fatalf("records %v, finalizers %v", r, f.pod("ns", "p").Finalizers)
+	}
+}
+
+// Item 1: a name Multus refuses because it exists (a link no status lists) counts as nothing
+// created: no DEL follows, on this reconcile or the next.
+func TestSyncAddOfAnExistingNameIsNeverUndone(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a@data0")}, nads("ns/a"))
+	f.delegate.links[sandboxFor("uid-p").NetNS] = map[string]multus.Request{"data0": {Config: []byte(`{"name":"theirs"}`)}}
+	if err := f.sync("ns", "p"); err != nil {
+		t.Fatalf("a refused name is retried with backoff: %v", err)
+	}
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"ADD ns/p data0 a", "ADD ns/p data0 a"}) {
+		t.Fatalf("calls %v, want ADDs only", calls)
+	}
+	if got := f.delegate.linksOf(sandboxFor("uid-p").NetNS); !slices.Equal(got, []string{"data0=theirs"}) {
+		t.Fatalf("links %v", got)
+	}
+	if ev := f.events(); !hasEvent(ev, "Warning", ReasonInterfaceInUse, "data0") {
+		t.Fatalf("events %v", ev)
+	}
+	if r := f.records("uid-p"); len(r) != 0 {
+		t.Fatalf("records left for an ADD that created nothing: %+v", r)
+	}
+	if p := f.pod("ns", "p"); podwriter.HasFinalizer(p) {
+		t.Fatalf("finalizer left: %v", p.Finalizers)
+	}
+}
+
+// Item 2: the finalizer goes with the last unplug, in the same single patch as the status.
+func TestSyncFinalizerGoesWithTheLastUnplug(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	f.podPatches()
+	f.mustSync("ns", "p")
+	if !podwriter.HasFinalizer(f.pod("ns", "p")) {
+		t.Fatal("no finalizer while an interface is plugged")
+	}
+	if n := f.podPatches(); n != 2 {
+		t.Fatalf("%d pod patches for the first plug, want 2 (finalizer before the ADD, then status)", n)
+	}
+	f.annotate("ns", "p", "")
+	f.podPatches()
+	f.mustSync("ns", "p")
+	p := f.pod("ns", "p")
+	if podwriter.HasFinalizer(p) || len(f.statusOf("ns", "p")) != 0 {
+		t.Fatalf("after the last unplug: finalizers %v, status %v", p.Finalizers, f.statusOf("ns", "p"))
+	}
+	if n := f.podPatches(); n != 1 {
+		t.Fatalf("%d pod patches for the unplug, want 1", n)
+	}
+	if r := f.records("uid-p"); len(r) != 0 {
+		t.Fatalf("records %+v", r)
+	}
+}
+
+// Item 3: an interface whose name looks like the store's own temporary files is recorded,
+// survives a restart, and is released when its pod goes.
+func TestSyncDotNamedInterfaceIsReleased(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", `[{"name":"a","interface":".tmp-a"}]`)}, nads("ns/a"))
+	f.mustSync("ns", "p")
+	f.open() // a restart: the store is opened again and cleans its temporary files
+	if err := f.kube.CoreV1().Pods("ns").Delete(f.ctx, "p", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.refresh()
+	if err := f.ctrl.sync(f.ctx, key{UID: "uid-p"}); err != nil {
+		t.Fatal(err)
+	}
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"ADD ns/p .tmp-a a", "DEL ns/p .tmp-a a"}) {
+		t.Fatalf("calls %v", calls)
+	}
+}
+
+// Item 4: a field hot-plug cannot carry out refuses the element, naming the field.
+func TestSyncRefusesUnsupportedFields(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", `[{"name":"a","default-route":["10.231.0.1"]},{"name":"a","interface":"net5"}]`)}, nads("ns/a"))
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"ADD ns/p net5 a"}) {
+		t.Fatalf("calls %v", calls)
+	}
+	if ev := f.events(); !hasEvent(ev, "Warning", ReasonUnsupportedField, `"default-route"`) {
+		t.Fatalf("events %v", ev)
+	}
+}
+
+// Item 5: interfaces netplug did not plug and no selection asked for (Multus defaultNetworks,
+// other writers) are never unplugged, whatever the selection does.
+func TestSyncNeverUnplugsWhatItDoesNotOwn(t *testing.T) {
+	t.Parallel()
+	status := "[" + podnetStatus + `,{"name":"kube-system/dn","interface":"net1","ips":["10.99.0.2"]}]`
+	f := newFixture(t, []*corev1.Pod{withStatus(runningPod("ns", "p", ""), status)}, nads("ns/a"))
+	f.mustSync("ns", "p")
+	f.annotate("ns", "p", "a")
+	f.mustSync("ns", "p")
+	f.annotate("ns", "p", "[]")
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"ADD ns/p net2 a", "DEL ns/p net2 a"}) {
+		t.Fatalf("calls %v", calls)
+	}
+	if got := f.statusOf("ns", "p"); !slices.Equal(got, []string{"kube-system/dn@net1"}) {
+		t.Fatalf("status %v", got)
+	}
+}
+
+// Item 5: an interface Multus attached for a selection element netplug saw is adopted, with no
+// call and no finalizer, and unplugged once the selection drops it.
+func TestSyncAdoptsWhatTheSelectionAskedFor(t *testing.T) {
+	t.Parallel()
+	status := "[" + podnetStatus + `,{"name":"ns/a","interface":"net1","ips":["10.9.9.9"]}]`
+	f := newFixture(t, []*corev1.Pod{withStatus(runningPod("ns", "p", "a"), status)}, nads("ns/a"))
+	f.mustSync("ns", "p")
+	r := f.records("uid-p")
+	if len(r) != 1 || !r[0].Adopted || len(f.delegate.callLog()) != 0 || podwriter.HasFinalizer(f.pod("ns", "p")) {
+		t.Fatalf("records %+v, calls %v, finalizers %v", r, f.delegate.callLog(), f.pod("ns", "p").Finalizers)
+	}
+	f.annotate("ns", "p", "")
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"DEL ns/p net1 a"}) {
+		t.Fatalf("calls %v", calls)
+	}
+}
+
+// Item 6: a DEL that fails forever holds the pod only until the deadline; then the finalizer
+// goes with a Warning and the record stays for a later clean-up.
+func TestSyncFinalizerHasADeadline(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"), func(o *Options) { o.FinalizerTimeout = 5 * time.Minute })
+	f.mustSync("ns", "p")
+	f.delegate.setFail(func(cmd string, _ multus.Request) error {
+		if cmd == "DEL" {
+			return errors.New("plugin broken")
+		}
+		return nil
+	})
+	// Deleted: the API server keeps a pod with finalizers and sets its deletion deadline (the
+	// fake clientset does not, so the test does).
+	f.update("ns", "p", func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{Time: f.now} })
+	delete(f.runtime.sandboxes, "uid-p") // the sandbox has stopped
+	if err := f.sync("ns", "p"); err == nil {
+		t.Fatal("a failed release before the deadline must be retried")
+	}
+	if !podwriter.HasFinalizer(f.pod("ns", "p")) {
+		t.Fatal("finalizer removed before the deadline")
+	}
+	f.now = f.now.Add(6 * time.Minute)
+	f.mustSync("ns", "p")
+	if podwriter.HasFinalizer(f.pod("ns", "p")) {
+		t.Fatal("finalizer still there after the deadline")
+	}
+	if ev := f.events(); !hasEvent(ev, "Warning", ReasonReleaseDeadline) {
+		t.Fatalf("events %v", ev)
+	}
+	if r := f.records("uid-p"); len(r) != 1 {
+		t.Fatalf("the record must stay for a later clean-up: %+v", r)
+	}
+}
+
+// Item 8: a selection over the cap changes nothing and says why.
+func TestSyncCapsElementsPerPod(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", strings.TrimSuffix(strings.Repeat("a,", 5), ","))}, nads("ns/a"),
+		func(o *Options) { o.MaxNetworksPerPod = 4 })
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); len(calls) != 0 {
+		t.Fatalf("calls %v", calls)
+	}
+	if ev := f.events(); !hasEvent(ev, "Warning", ReasonTooManyNetworks, "at most 4") {
+		t.Fatalf("events %v", ev)
+	}
+}
+
+// Item 9: the same MAC written another way is no change.
+func TestSyncMACNotationIsNotAReplug(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", `[{"name":"a","interface":"net1","mac":"02:00:00:00:00:05"}]`)}, nads("ns/a"))
+	f.mustSync("ns", "p")
+	f.annotate("ns", "p", `[{"name":"a","interface":"net1","mac":"02-00-00-00-00-05"}]`)
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); len(calls) != 1 {
+		t.Fatalf("calls %v, want the one ADD", calls)
+	}
+}
+
+// Item 10: an unreadable record is set aside with a Warning; the pod carries on.
+func TestSyncQuarantinesACorruptRecord(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	f.mustSync("ns", "p")
+	if err := os.WriteFile(filepath.Join(f.dir, "uid-p", "net9.json"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.annotate("ns", "p", "a@net1,a@net2")
+	f.mustSync("ns", "p")
+	if ev := f.events(); !hasEvent(ev, "Warning", ReasonCheckpointQuarantined, "net9.json") {
+		t.Fatalf("events %v", ev)
+	}
+	if got := f.statusOf("ns", "p"); !slices.Equal(got, []string{"ns/a@net1", "ns/a@net2"}) {
+		t.Fatalf("status %v", got)
+	}
+}
+
+// Item 11: a reconcile starts no step past its budget; the rest continues on a requeue.
+func TestSyncStopsStartingStepsPastTheBudget(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a,a,a")}, nads("ns/a"), func(o *Options) { o.ReconcileBudget = time.Second })
+	f.delegate.setFail(func(cmd string, _ multus.Request) error {
+		f.now = f.now.Add(700 * time.Millisecond) // each ADD is slow
+		return nil
+	})
+	err := f.sync("ns", "p")
+	if !isRequeue(err) || requeueAfter(err) != budgetRetry {
+		t.Fatalf("err %v, want a prompt requeue", err)
+	}
+	if calls := f.delegate.callLog(); len(calls) != 2 {
+		t.Fatalf("calls %v, want two ADDs within the budget", calls)
+	}
+	if got := f.statusOf("ns", "p"); len(got) != 2 {
+		t.Fatalf("what was done is committed: %v", got)
+	}
+	f.mustSync("ns", "p")
+	if got := f.statusOf("ns", "p"); len(got) != 3 {
+		t.Fatalf("status %v", got)
+	}
+}
+
+// Item 11: terminating and completed pods go to the release queue.
+func TestReleasesHaveTheirOwnQueue(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil, nil)
+	running := runningPod("ns", "p", "a")
+	terminating := runningPod("ns", "t", "a")
+	terminating.DeletionTimestamp = &metav1.Time{Time: f.now}
+	done := runningPod("ns", "d", "a")
+	done.Status.Phase = corev1.PodSucceeded
+	for _, p := range []*corev1.Pod{running, terminating, done} {
+		f.ctrl.enqueuePod(p)
+	}
+	if f.ctrl.plugs.Len() != 1 || f.ctrl.releases.Len() != 2 {
+		t.Fatalf("plugs %d, releases %d", f.ctrl.plugs.Len(), f.ctrl.releases.Len())
+	}
+}
+
+// Item 14: a pod that completed releases its hot-plugged addresses once its sandbox stopped.
+func TestSyncReleasesCompletedPods(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	f.mustSync("ns", "p")
+	f.update("ns", "p", func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded })
+	if err := f.sync("ns", "p"); !isRequeue(err) {
+		t.Fatalf("while the sandbox runs: %v, want a requeue", err)
+	}
+	delete(f.runtime.sandboxes, "uid-p")
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"ADD ns/p net1 a", "DEL ns/p net1 a"}) {
+		t.Fatalf("calls %v", calls)
+	}
+	p := f.pod("ns", "p")
+	if podwriter.HasFinalizer(p) || len(f.statusOf("ns", "p")) != 0 || len(f.records("uid-p")) != 0 {
+		t.Fatalf("finalizers %v, status %v, records %v", p.Finalizers, f.statusOf("ns", "p"), f.records("uid-p"))
+	}
+}
+
+// Item 15: with resourceVersions enforced, a status write that races another writer is
+// recomputed on the fresh pod and keeps the other writer's entry.
+func TestSyncStatusWriteRacingAnotherWriter(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	f.refresh()
+	// Another writer lands after netplug's listers saw the pod.
+	f.update("ns", "p", func(p *corev1.Pod) {
+		p.Annotations[nadv1.NetworkStatusAnnot] = "[" + podnetStatus + `,{"name":"other/x","interface":"ext0"}]`
+	})
+	if err := f.ctrl.sync(f.ctx, key{Namespace: "ns", Name: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.statusOf("ns", "p"); !slices.Equal(got, []string{"other/x@ext0", "ns/a@net1"}) {
+		t.Fatalf("status %v", got)
+	}
+}
