@@ -61,8 +61,8 @@ deploy: manifests ## Apply the rendered YAML to the current KUBECONFIG.
 	kubectl apply -f _out/netplug.yaml
 	kubectl -n netplug-system rollout status ds/netplug --timeout=120s
 
-undeploy: manifests
-	kubectl delete --ignore-not-found -f _out/netplug.yaml
+undeploy: manifests ## Let netplug release terminating pods (2 min at most), delete it, strip its finalizer from every pod, delete the rest.
+	hack/undeploy.sh
 
 bench: ## Hot-plug latency, burst throughput and footprint against raw Multus /delegate (see README "Performance").
 	hack/bench.sh

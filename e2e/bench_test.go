@@ -299,20 +299,20 @@ func newBench(params benchParams) (*bench, error) {
 }
 
 // readNetplugConfig reads the worker count (the raw burst's parallelism) and API limits from
-// the netplug-config ConfigMap, with netplug's own parser and defaults.
+// the ConfigMap netplug runs with, with netplug's own parser and defaults.
 func (b *bench) readNetplugConfig(res *benchResult) error {
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
 	cfg := config.Default()
-	cm, err := b.kube.CoreV1().ConfigMaps(netplugNamespace).Get(ctx, "netplug-config", metav1.GetOptions{})
+	cm, err := netplugConfigMap(ctx, b.kube)
 	switch {
-	case apierrors.IsNotFound(err):
-		// netplug then runs on its defaults too.
 	case err != nil:
-		return fmt.Errorf("reading ConfigMap %s/netplug-config: %w", netplugNamespace, err)
+		return err
+	case cm == nil:
+		// netplug then runs on its defaults too.
 	default:
 		if cfg, err = config.Parse([]byte(cm.Data["config.json"])); err != nil {
-			return fmt.Errorf("ConfigMap %s/netplug-config: %w", netplugNamespace, err)
+			return fmt.Errorf("ConfigMap %s/%s: %w", netplugNamespace, cm.Name, err)
 		}
 	}
 	res.Workers, res.APIQPS, res.APIBurst = cfg.Workers, cfg.APIQPS, cfg.APIBurst

@@ -40,6 +40,8 @@ const (
 	netplugSelector  = "app.kubernetes.io/name=netplug"
 	netplugContainer = "netplug"
 	netplugComponent = "netplug" // the source component of netplug's events
+	// netplugConfigVolume is the DaemonSet's volume of the (hash-named) ConfigMap.
+	netplugConfigVolume = "config"
 
 	pollInterval = 200 * time.Millisecond
 	// apiTimeout bounds every single API call the suite makes.
@@ -825,6 +827,34 @@ func (f *Framework) waitNetplugReady(ctx context.Context, oldUID types.UID, minR
 		case <-time.After(pollInterval):
 		}
 	}
+}
+
+// netplugConfigMap returns the ConfigMap that the netplug DaemonSet's "config" volume mounts.
+// Its name carries a hash of its content (kustomize's configMapGenerator), so it is found
+// through the DaemonSet, never by a fixed name. nil, nil: the DaemonSet mounts none, or the one
+// it names does not exist (netplug then runs on its defaults).
+func netplugConfigMap(ctx context.Context, kube kubernetes.Interface) (*corev1.ConfigMap, error) {
+	ds, err := kube.AppsV1().DaemonSets(netplugNamespace).Get(ctx, netplugDaemonSet, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading DaemonSet %s/%s: %w", netplugNamespace, netplugDaemonSet, err)
+	}
+	name := ""
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if v.Name == netplugConfigVolume && v.ConfigMap != nil {
+			name = v.ConfigMap.Name
+		}
+	}
+	if name == "" {
+		return nil, nil
+	}
+	cm, err := kube.CoreV1().ConfigMaps(netplugNamespace).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading ConfigMap %s/%s: %w", netplugNamespace, name, err)
+	}
+	return cm, nil
 }
 
 // restartNetplug deletes the node's netplug pod and waits until the DaemonSet's new one is Ready.

@@ -49,15 +49,31 @@ EOF
 kubectl kustomize "$work" >"$work/netplug.yaml"
 
 # Read every object back offline (a no-op label edit parses each one; no server needed) and check
-# what a typo in an overlay would break: the set of objects, the image, the config JSON, and that
-# each socket in the config sits in a directory the container mounts.
+# what a typo in an overlay would break: the set of objects, where each lives (cluster-scoped ones
+# carry no namespace, the others are in netplug-system), the image, that the DaemonSet mounts the
+# generated (hashed) ConfigMap, the config JSON, and that each socket in the config sits in a
+# directory the container mounts.
 kubectl label --local --overwrite -f "$work/netplug.yaml" app.kubernetes.io/part-of=netplug -o json |
   jq -s --arg image "$image_ref" '
     def one(k): [.[] | select(.kind == k)] | if length == 1 then .[0] else error("want one \(k), have \(length)") end;
-    (map(.kind) | sort) as $kinds
-    | if $kinds != ["ClusterRole","ClusterRoleBinding","ConfigMap","DaemonSet","Namespace","ServiceAccount"]
+    ["ClusterRole","ClusterRoleBinding","Namespace","ValidatingAdmissionPolicy","ValidatingAdmissionPolicyBinding"] as $cluster
+    | (map(.kind) | sort) as $kinds
+    | if $kinds != ["ClusterRole","ClusterRoleBinding","ConfigMap","DaemonSet","Namespace","Role","RoleBinding",
+                    "ServiceAccount","ValidatingAdmissionPolicy","ValidatingAdmissionPolicyBinding"]
       then error("unexpected objects: \($kinds)") else . end
-    | (one("ConfigMap").data["config.json"] | fromjson) as $cfg
+    | (.[] | select((.kind | IN($cluster[])) and .metadata.namespace != null)
+           | error("\(.kind) \(.metadata.name) is cluster-scoped but has namespace \(.metadata.namespace)")),
+      (.[] | select((.kind | IN($cluster[]) | not) and .metadata.namespace != "netplug-system")
+           | error("\(.kind) \(.metadata.name) is in namespace \(.metadata.namespace), want netplug-system")),
+      .
+    | if one("ValidatingAdmissionPolicyBinding").spec.policyName != one("ValidatingAdmissionPolicy").metadata.name
+      then error("the ValidatingAdmissionPolicyBinding does not bind the policy") else . end
+    | one("ConfigMap") as $cm
+    | ([one("DaemonSet").spec.template.spec.volumes[] | select(.name == "config") | .configMap.name]) as $ref
+    | if $ref != [$cm.metadata.name] then error("the DaemonSet mounts ConfigMap \($ref), the manifests have \($cm.metadata.name)")
+      elif ($cm.metadata.name | test("^netplug-config-[a-z0-9]+$") | not) then error("ConfigMap \($cm.metadata.name) has no content hash")
+      else . end
+    | ($cm.data["config.json"] | fromjson) as $cfg
     | one("DaemonSet").spec.template.spec.containers[0] as $c
     | if $c.image != $image then error("image is \($c.image), want \($image)") else . end
     | [$c.volumeMounts[].mountPath] as $mounts
