@@ -33,11 +33,13 @@ import (
 	"github.com/netplug/netplug/pkg/mountcheck"
 	"github.com/netplug/netplug/pkg/multus"
 	"github.com/netplug/netplug/pkg/podwriter"
+	"github.com/netplug/netplug/pkg/sweep"
 )
 
 type flags struct {
 	configPath, kubeconfig, nodeName       string
 	metricsAddr, healthAddr, checkpointDir string
+	leaseNamespace                         string
 }
 
 func main() {
@@ -49,6 +51,7 @@ func main() {
 	flag.StringVar(&f.metricsAddr, "metrics-bind-address", ":9090", "address of the Prometheus /metrics endpoint; \"0\" disables it")
 	flag.StringVar(&f.healthAddr, "health-probe-bind-address", ":9091", "address of /healthz and /readyz")
 	flag.StringVar(&f.checkpointDir, "checkpoint-dir", "/var/lib/netplug/checkpoints", "node-local directory where netplug records what it plugged")
+	flag.StringVar(&f.leaseNamespace, "lease-namespace", envOr("POD_NAMESPACE", "netplug-system"), "namespace of the Lease that elects the instance sweeping pods of deleted nodes")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -79,8 +82,22 @@ func run(ctx context.Context, f flags) error {
 		<-ctx.Done()
 		return nil
 	}
+	took, err := cfg.LoadMultus()
+	if err != nil {
+		// Unreadable is not absent: guessing could be more permissive than Multus.
+		logger.Error(err, "Invalid Multus daemon config; the controller does not start", "path", cfg.MultusDaemonConfigPath)
+		checks["multus-config"] = func(context.Context) error { return err }
+		serve(ctx, f, live, checks)
+		<-ctx.Done()
+		return nil
+	}
+	if len(took) > 0 {
+		logger.Info("Namespace isolation follows the Multus daemon config", "keys", took, "path", cfg.MultusDaemonConfigPath)
+	}
 	logger.Info("Configuration", "config", f.configPath, "criSocketPath", cfg.CRISocketPath, "multusSocketPath", cfg.MultusSocketPath,
-		"workers", cfg.Workers, "namespaceIsolation", cfg.NamespaceIsolation, "apiQPS", cfg.APIQPS, "apiBurst", cfg.APIBurst)
+		"workers", cfg.Workers, "releaseWorkers", cfg.ReleaseWorkers, "namespaceIsolation", cfg.NamespaceIsolation,
+		"globalNamespaces", cfg.GlobalNamespaces, "maxNetworksPerPod", cfg.MaxNetworksPerPod, "finalizerTimeout", cfg.FinalizerTimeout,
+		"apiQPS", cfg.APIQPS, "apiBurst", cfg.APIBurst)
 
 	restConfig, err := restConfigFor(f.kubeconfig, cfg)
 	if err != nil {
@@ -114,6 +131,7 @@ func run(ctx context.Context, f flags) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "netplug", Host: f.nodeName})
 
+	writer := podwriter.NewWriter(kube, 30*time.Second)
 	metrics.RegisterWorkqueueProvider() // before the controller creates its queue
 	ctrl, err := controller.New(controller.Options{
 		NodeName:           f.nodeName,
@@ -121,7 +139,11 @@ func run(ctx context.Context, f flags) error {
 		ResyncPeriod:       cfg.ResyncPeriod,
 		NamespaceIsolation: cfg.NamespaceIsolation,
 		IsGlobalNamespace:  cfg.IsGlobalNamespace,
-	}, kube, nads, runtime, executor.New(delegate, store), podwriter.NewWriter(kube, 30*time.Second), store, recorder)
+		MaxNetworksPerPod:  cfg.MaxNetworksPerPod,
+		ReconcileBudget:    cfg.ReconcileBudget,
+		ReleaseWorkers:     cfg.ReleaseWorkers,
+		FinalizerTimeout:   cfg.FinalizerTimeout,
+	}, kube, nads, runtime, executor.New(delegate, store), writer, store, recorder)
 	if err != nil {
 		return err
 	}
@@ -133,7 +155,30 @@ func run(ctx context.Context, f flags) error {
 	live["cri-socket-mount"] = mountCheck(cfg.CRISocketPath)
 	live["multus-socket-mount"] = mountCheck(cfg.MultusSocketPath)
 	serve(ctx, f, live, checks)
+	go sweeper(kube, writer, recorder).Run(ctx, f.leaseNamespace, "netplug-sweep", identity(f.nodeName), sweepInterval)
 	return ctrl.Run(ctx)
+}
+
+// sweepInterval is how often the elected instance looks for pods of deleted nodes.
+const sweepInterval = 2 * time.Minute
+
+func sweeper(kube kubernetes.Interface, writer *podwriter.Writer, recorder record.EventRecorder) *sweep.Sweeper {
+	return &sweep.Sweeper{Kube: kube, Writer: writer, Recorder: recorder}
+}
+
+// identity names this instance in the sweep's Lease: the pod, or else the node.
+func identity(nodeName string) string {
+	if pod := os.Getenv("POD_NAME"); pod != "" {
+		return pod
+	}
+	return nodeName
+}
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
 }
 
 func restConfigFor(kubeconfig string, cfg config.Config) (*rest.Config, error) {

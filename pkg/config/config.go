@@ -12,8 +12,17 @@
 //	  "globalNamespaces":   "default",                          // list, or Multus's comma-separated string
 //	  "apiQPS":             50,                                 // client-go rate limit, > 0
 //	  "apiBurst":           100,                                // client-go burst, >= 1
-//	  "resyncPeriod":       "5m"                                // informer resync, >= 0 (0 disables)
+//	  "resyncPeriod":       "5m",                               // informer resync, >= 0 (0 disables)
+//	  "maxNetworksPerPod":  32,                                 // cap on one pod's selection elements, 1..1024
+//	  "reconcileBudget":    "2m",                               // time in which one reconcile starts steps, > 0
+//	  "releaseWorkers":     2,                                  // workers releasing terminating/deleted pods, 1..64
+//	  "finalizerTimeout":   "5m",                               // after a pod's deletion deadline, when the finalizer goes anyway, > 0
+//	  "multusDaemonConfigPath": "/etc/cni/net.d/multus.d/daemon-config.json" // Multus's own isolation settings; "" ignores them
 //	}
+//
+// Namespace isolation is never more permissive than Multus at pod creation: when the Multus
+// daemon config is readable, its namespaceIsolation and globalNamespaces apply unless this file
+// sets them explicitly (see ApplyMultus).
 //
 // Upstream compatibility: a ConfigMap written for the upstream multus-dynamic-networks-controller
 // is accepted as is. Its keys are "criSocketPath", "multusSocketPath" (same meaning here) and
@@ -27,7 +36,9 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -52,6 +63,15 @@ type Config struct {
 	APIQPS             float32       // "apiQPS"
 	APIBurst           int           // "apiBurst"
 	ResyncPeriod       time.Duration // "resyncPeriod"
+	MaxNetworksPerPod  int           // "maxNetworksPerPod"
+	ReconcileBudget    time.Duration // "reconcileBudget"
+	ReleaseWorkers     int           // "releaseWorkers"
+	FinalizerTimeout   time.Duration // "finalizerTimeout"
+	// MultusDaemonConfigPath is where Multus's daemon config is read from ("" disables).
+	MultusDaemonConfigPath string // "multusDaemonConfigPath"
+	// Explicit records which of the isolation keys the file set, so Multus's values apply to
+	// the others.
+	Explicit struct{ NamespaceIsolation, GlobalNamespaces bool }
 }
 
 // Limits and upstream values the validation refers to.
@@ -76,6 +96,12 @@ func Default() Config {
 		APIQPS:           50,
 		APIBurst:         100,
 		ResyncPeriod:     5 * time.Minute,
+		// 32 is far beyond real use and keeps a runaway annotation from planning thousands of ADDs.
+		MaxNetworksPerPod:      32,
+		ReconcileBudget:        2 * time.Minute,
+		ReleaseWorkers:         2,
+		FinalizerTimeout:       5 * time.Minute,
+		MultusDaemonConfigPath: "/etc/cni/net.d/multus.d/daemon-config.json",
 	}
 }
 
@@ -99,17 +125,22 @@ func Load(path string) (Config, error) {
 type field func(cfg *Config, raw json.RawMessage) error
 
 var fields = map[string]field{
-	"criSocketPath":      socketField(func(c *Config) *string { return &c.CRISocketPath }),
-	"multusSocketPath":   socketField(func(c *Config) *string { return &c.MultusSocketPath }),
-	"criType":            parseCRIType,
-	"workers":            intField(func(c *Config) *int { return &c.Workers }, 1, MaxWorkers),
-	"criTimeout":         durationField(func(c *Config) *time.Duration { return &c.CRITimeout }, false),
-	"multusTimeout":      durationField(func(c *Config) *time.Duration { return &c.MultusTimeout }, false),
-	"namespaceIsolation": parseNamespaceIsolation,
-	"globalNamespaces":   parseGlobalNamespaces,
-	"apiQPS":             parseAPIQPS,
-	"apiBurst":           intField(func(c *Config) *int { return &c.APIBurst }, 1, math.MaxInt32),
-	"resyncPeriod":       durationField(func(c *Config) *time.Duration { return &c.ResyncPeriod }, true),
+	"criSocketPath":          socketField(func(c *Config) *string { return &c.CRISocketPath }),
+	"multusSocketPath":       socketField(func(c *Config) *string { return &c.MultusSocketPath }),
+	"criType":                parseCRIType,
+	"workers":                intField(func(c *Config) *int { return &c.Workers }, 1, MaxWorkers),
+	"criTimeout":             durationField(func(c *Config) *time.Duration { return &c.CRITimeout }, false),
+	"multusTimeout":          durationField(func(c *Config) *time.Duration { return &c.MultusTimeout }, false),
+	"namespaceIsolation":     parseNamespaceIsolation,
+	"globalNamespaces":       parseGlobalNamespaces,
+	"apiQPS":                 parseAPIQPS,
+	"apiBurst":               intField(func(c *Config) *int { return &c.APIBurst }, 1, math.MaxInt32),
+	"resyncPeriod":           durationField(func(c *Config) *time.Duration { return &c.ResyncPeriod }, true),
+	"maxNetworksPerPod":      intField(func(c *Config) *int { return &c.MaxNetworksPerPod }, 1, 1024),
+	"reconcileBudget":        durationField(func(c *Config) *time.Duration { return &c.ReconcileBudget }, false),
+	"releaseWorkers":         intField(func(c *Config) *int { return &c.ReleaseWorkers }, 1, 64),
+	"finalizerTimeout":       durationField(func(c *Config) *time.Duration { return &c.FinalizerTimeout }, false),
+	"multusDaemonConfigPath": parseMultusDaemonConfigPath,
 }
 
 // Parse overlays the JSON object in data on Default() and validates the result.
@@ -242,7 +273,63 @@ func parseNamespaceIsolation(cfg *Config, raw json.RawMessage) error {
 	if err := json.Unmarshal(raw, &cfg.NamespaceIsolation); err != nil {
 		return fmt.Errorf("want true or false: %w", err)
 	}
+	cfg.Explicit.NamespaceIsolation = true
 	return nil
+}
+
+func parseMultusDaemonConfigPath(cfg *Config, raw json.RawMessage) error {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return fmt.Errorf("want a string: %w", err)
+	}
+	if s != "" && !filepath.IsAbs(s) {
+		return fmt.Errorf("want an absolute path, or \"\" to ignore Multus's settings")
+	}
+	cfg.MultusDaemonConfigPath = s
+	return nil
+}
+
+// ApplyMultus takes namespaceIsolation and globalNamespaces from the Multus daemon config
+// (its JSON) for each of the two that netplug's own file did not set, so that hot-plug is never
+// more permissive than Multus at pod creation. It returns the keys it took.
+func (c *Config) ApplyMultus(daemonConfig []byte) ([]string, error) {
+	var m struct {
+		NamespaceIsolation *bool   `json:"namespaceIsolation"`
+		GlobalNamespaces   *string `json:"globalNamespaces"`
+	}
+	if err := json.Unmarshal(daemonConfig, &m); err != nil {
+		return nil, fmt.Errorf("Multus daemon config is not JSON: %w", err)
+	}
+	var took []string
+	if m.NamespaceIsolation != nil && !c.Explicit.NamespaceIsolation {
+		c.NamespaceIsolation = *m.NamespaceIsolation
+		took = append(took, "namespaceIsolation")
+	}
+	if m.GlobalNamespaces != nil && !c.Explicit.GlobalNamespaces {
+		explicit := c.Explicit
+		raw, _ := json.Marshal(*m.GlobalNamespaces)
+		if err := parseGlobalNamespaces(c, raw); err != nil {
+			return took, fmt.Errorf("Multus globalNamespaces: %w", err)
+		}
+		c.Explicit = explicit
+		took = append(took, "globalNamespaces")
+	}
+	return took, nil
+}
+
+// LoadMultus applies the Multus daemon config at c.MultusDaemonConfigPath, if there is one.
+func (c *Config) LoadMultus() ([]string, error) {
+	if c.MultusDaemonConfigPath == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(c.MultusDaemonConfigPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the Multus daemon config: %w", err)
+	}
+	return c.ApplyMultus(data)
 }
 
 func parseAPIQPS(cfg *Config, raw json.RawMessage) error {
@@ -285,5 +372,6 @@ func parseGlobalNamespaces(cfg *Config, raw json.RawMessage) error {
 		}
 	}
 	cfg.GlobalNamespaces = namespaces
+	cfg.Explicit.GlobalNamespaces = true
 	return nil
 }

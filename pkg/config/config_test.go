@@ -57,12 +57,16 @@ func TestParseOverlaysDefaults(t *testing.T) {
 				c.APIBurst = 20
 				c.ResyncPeriod = 0
 				c.CRIType = "containerd"
+				c.Explicit.NamespaceIsolation, c.Explicit.GlobalNamespaces = true, true
 			},
 		},
 		{
 			name: "globalNamespaces as Multus string",
 			json: `{"globalNamespaces": "default, kube-system,,default"}`,
-			want: func(c *Config) { c.GlobalNamespaces = []string{"default", "kube-system"} },
+			want: func(c *Config) {
+				c.GlobalNamespaces = []string{"default", "kube-system"}
+				c.Explicit.GlobalNamespaces = true
+			},
 		},
 		{
 			name: "globalNamespaces empty string keeps the Multus default",
@@ -72,7 +76,7 @@ func TestParseOverlaysDefaults(t *testing.T) {
 		{
 			name: "globalNamespaces empty list means none",
 			json: `{"globalNamespaces": []}`,
-			want: func(c *Config) { c.GlobalNamespaces = []string{} },
+			want: func(c *Config) { c.GlobalNamespaces, c.Explicit.GlobalNamespaces = []string{}, true },
 		},
 		{name: "workers upper bound", json: `{"workers": 256}`, want: func(c *Config) { c.Workers = 256 }},
 	}
@@ -201,7 +205,58 @@ func TestDefaultIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	d.Explicit.GlobalNamespaces = true
 	if !reflect.DeepEqual(got, d) {
 		t.Errorf("got %+v, want %+v", got, d)
+	}
+}
+
+// Hot-plug is never more permissive than Multus at pod creation: Multus's isolation settings
+// apply to each key netplug's own file leaves out; an explicit key wins.
+func TestApplyMultus(t *testing.T) {
+	multus := []byte(`{"cniVersion":"0.4.0","namespaceIsolation":true,"globalNamespaces":"default,shared","socketDir":"/run/multus"}`)
+	tests := []struct {
+		name, file    string
+		wantIsolation bool
+		wantGlobal    []string
+		wantTook      []string
+	}{
+		{name: "neither set: Multus's both", file: `{}`, wantIsolation: true, wantGlobal: []string{"default", "shared"},
+			wantTook: []string{"namespaceIsolation", "globalNamespaces"}},
+		{name: "isolation set explicitly wins", file: `{"namespaceIsolation": false}`, wantIsolation: false,
+			wantGlobal: []string{"default", "shared"}, wantTook: []string{"globalNamespaces"}},
+		{name: "global namespaces set explicitly win", file: `{"globalNamespaces": ["x"]}`, wantIsolation: true,
+			wantGlobal: []string{"x"}, wantTook: []string{"namespaceIsolation"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			took, err := cfg.ApplyMultus(multus)
+			if err != nil || !reflect.DeepEqual(took, tt.wantTook) {
+				t.Fatalf("took %v, %v; want %v", took, err, tt.wantTook)
+			}
+			if cfg.NamespaceIsolation != tt.wantIsolation || !reflect.DeepEqual(cfg.GlobalNamespaces, tt.wantGlobal) {
+				t.Fatalf("isolation %v %v, want %v %v", cfg.NamespaceIsolation, cfg.GlobalNamespaces, tt.wantIsolation, tt.wantGlobal)
+			}
+		})
+	}
+	cfg := Default()
+	if _, err := cfg.ApplyMultus([]byte("{")); err == nil {
+		t.Fatal("a malformed Multus config must be an error")
+	}
+	cfg.MultusDaemonConfigPath = filepath.Join(t.TempDir(), "absent.json")
+	if took, err := cfg.LoadMultus(); err != nil || took != nil {
+		t.Fatalf("an absent Multus config: %v %v", took, err)
+	}
+	p := filepath.Join(t.TempDir(), "daemon-config.json")
+	if err := os.WriteFile(p, multus, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.MultusDaemonConfigPath = p
+	if _, err := cfg.LoadMultus(); err != nil || !cfg.NamespaceIsolation {
+		t.Fatalf("LoadMultus: %v, isolation %v", err, cfg.NamespaceIsolation)
 	}
 }
