@@ -99,10 +99,11 @@ func run(ctx context.Context, f flags) error {
 	}
 	defer runtime.Close() //nolint:errcheck // closing on exit
 	delegate := multus.New(cfg.MultusSocketPath, cfg.MultusTimeout)
-	store, err := checkpoint.New(f.checkpointDir)
+	store, err := checkpoint.Open(ctx, f.checkpointDir) // waits while a previous netplug on this node holds it
 	if err != nil {
 		return err
 	}
+	defer store.Close() //nolint:errcheck // releasing the lock on exit
 
 	// Events go out asynchronously through the broadcaster's queue: they never hold up a plug.
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))

@@ -24,10 +24,11 @@ func (c *Controller) cleanupOrphan(ctx context.Context, uid types.UID) error {
 	if objs, _ := c.podInformer.GetIndexer().ByIndex(uidIndex, string(uid)); len(objs) > 0 {
 		return nil // still there (a late duplicate event); its own reconcile owns it
 	}
-	entries, err := c.checkpoints.List(string(uid))
+	listing, err := c.checkpoints.List(string(uid))
 	if err != nil {
 		return err
 	}
+	entries := listing.Entries
 	err = c.cleanupEntries(ctx, entries)
 	if err != nil && strings.Contains(err.Error(), podNotFoundByMultus) {
 		// Multus's /delegate DEL needs the pod object, and it is gone (netplug's finalizer was
@@ -73,10 +74,11 @@ func (c *Controller) release(ctx context.Context, pod *corev1.Pod) error {
 	if !status.HasFinalizer(pod) {
 		return nil
 	}
-	entries, err := c.checkpoints.List(string(pod.UID))
+	listing, err := c.checkpoints.List(string(pod.UID))
 	if err != nil {
 		return err
 	}
+	entries := listing.Entries
 	if len(entries) > 0 {
 		// Interfaces stay usable during the grace period; the update that reports the stopped
 		// sandbox (or the backoff) brings the pod back here.

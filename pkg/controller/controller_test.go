@@ -46,8 +46,8 @@ func TestAddRemoveAndBoth(t *testing.T) {
 	// Remove everything.
 	e.annotate("ns", "p", "")
 	e.converged("ns", "p", nil, nil)
-	if entries, _ := e.store.List("uid-p"); len(entries) != 0 {
-		t.Errorf("checkpoints left: %+v", entries)
+	if listing, _ := e.store.List("uid-p"); len(listing.Entries) != 0 {
+		t.Errorf("checkpoints left: %+v", listing.Entries)
 	}
 	e.settle()
 	var adds, dels int
@@ -240,8 +240,8 @@ func TestStopFinishesTheReconcileUnderWay(t *testing.T) {
 	if got := e.statusOf("ns", "p"); !slices.Equal(got, []string{"ns/a@net1"}) {
 		t.Fatalf("status %v after a stop during the ADD, want net1 written", got)
 	}
-	if entries, _ := e.store.List("uid-p"); len(entries) != 1 || entries[0].InFlight != "" {
-		t.Fatalf("checkpoints %+v, want net1 settled", entries)
+	if listing, _ := e.store.List("uid-p"); len(listing.Entries) != 1 || listing.Entries[0].InFlight != "" {
+		t.Fatalf("checkpoints %+v, want net1 settled", listing.Entries)
 	}
 }
 
@@ -455,8 +455,8 @@ func TestInterruptedUnplugIsNotMistakenForAttached(t *testing.T) {
 	if got := e.statusOf("ns", "p"); !slices.Equal(got, []string{"ns/a@net1"}) {
 		t.Fatalf("status = %v, want net1 still listed after a failed DEL", got)
 	}
-	if entries, _ := e.store.List("uid-p"); len(entries) != 1 || entries[0].InFlight != checkpoint.InFlightDel {
-		t.Fatalf("checkpoints %+v, want net1 marked in flight for a DEL", entries)
+	if listing, _ := e.store.List("uid-p"); len(listing.Entries) != 1 || listing.Entries[0].InFlight != checkpoint.InFlightDel {
+		t.Fatalf("checkpoints %+v, want net1 marked in flight for a DEL", listing.Entries)
 	}
 	e.shutdown() // and the controller restarts meanwhile: the mark is on disk
 	e.delegate.setFail(nil)
@@ -481,7 +481,7 @@ func TestSandboxRecreatedReleasesOldInterfaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.eventually("old sandbox released", func() bool { return len(e.delegate.linksOf(sandboxFor("uid-p").NetNS)) == 0 })
-	e.eventually("checkpoint of the old sandbox removed", func() bool { got, _ := e.store.List("uid-p"); return len(got) == 0 })
+	e.eventually("checkpoint of the old sandbox removed", func() bool { got, _ := e.store.List("uid-p"); return len(got.Entries) == 0 })
 	e.settle()
 	if got := e.delegate.linksOf("/var/run/netns/new"); !slices.Equal(got, []string{"net1=a"}) {
 		t.Fatalf("new sandbox links %v", got)
@@ -576,7 +576,7 @@ func TestTerminatingPodIsReleasedBeforeItGoes(t *testing.T) {
 	if got := e.delegate.linksOf(sandboxFor("uid-p").NetNS); len(got) != 0 {
 		t.Fatalf("links left: %v", got)
 	}
-	if entries, _ := e.store.List("uid-p"); len(entries) != 0 {
-		t.Fatalf("checkpoints left: %v", entries)
+	if listing, _ := e.store.List("uid-p"); len(listing.Entries) != 0 {
+		t.Fatalf("checkpoints left: %v", listing.Entries)
 	}
 }

@@ -207,10 +207,11 @@ func newEnv(t *testing.T, objects []*corev1.Pod, nads []*nadv1.NetworkAttachment
 			t.Fatal(err)
 		}
 	}
-	store, err := checkpoint.New(t.TempDir())
+	store, err := checkpoint.Open(context.Background(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = store.Close() })
 	e := &env{t: t, kube: kube, nads: nadClient, runtime: &fakeRuntime{sandboxes: map[string]cri.Sandbox{}},
 		delegate: newFakeDelegate(), store: store, recorder: record.NewFakeRecorder(10000), events: &eventLog{}}
 	for _, p := range objects {
@@ -387,7 +388,8 @@ func (e *env) restoreStatusWrites() { e.kube.ReactionChain = e.kube.ReactionChai
 func (e *env) expectSettledCheckpoints(uid string, ifaces ...string) {
 	e.t.Helper()
 	e.eventually(fmt.Sprintf("checkpoints %v recorded as plugged, not in flight", ifaces), func() bool {
-		entries, _ := e.store.List(uid)
+		listing, _ := e.store.List(uid)
+		entries := listing.Entries
 		var got []string
 		for _, entry := range entries {
 			if entry.InFlight != "" {

@@ -37,6 +37,6 @@ type StatusWriter interface {
 type Checkpoints interface {
 	Save(e checkpoint.Entry) error
 	Delete(podUID, iface string) error
-	List(podUID string) ([]checkpoint.Entry, error)
+	List(podUID string) (checkpoint.Listing, error)
 	Pods() ([]string, error)
 }

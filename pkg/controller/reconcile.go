@@ -86,7 +86,8 @@ func (c *Controller) reconcile(ctx context.Context, k key) error {
 		c.warn(pod, ReasonInvalidStatus, "%v; no interface was changed", err)
 		return nil
 	}
-	entries, err := c.checkpoints.List(string(pod.UID))
+	listing, err := c.checkpoints.List(string(pod.UID))
+	entries := listing.Entries
 	if err != nil {
 		c.warn(pod, ReasonCheckpointFailed, "%v", err)
 		return err
@@ -253,7 +254,7 @@ func (c *Controller) plug(ctx context.Context, run *podRun, a attachment.Attachm
 		PodNamespace: run.pod.Namespace, PodName: run.pod.Name, PodUID: string(run.pod.UID),
 		SandboxID: run.sandbox.ID, NetNS: run.sandbox.NetNS,
 		Namespace: a.Namespace, Network: a.Network, Interface: a.Interface,
-		Config: config, Attributes: a.Attributes, InFlight: checkpoint.InFlightAdd,
+		Config: config, Attributes: checkpoint.AttributesFrom(a.Attributes), InFlight: checkpoint.InFlightAdd,
 	}
 	if err := c.checkpoints.Save(entry); err != nil {
 		c.failElement(run, a, elementError{ReasonCheckpointFailed, err})
