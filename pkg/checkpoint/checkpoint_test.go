@@ -134,8 +134,8 @@ func TestOpenFailsOnUnusableDirectory(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, lockFile), 0o700); err != nil { // the lock cannot be opened
 		t.Fatal(err)
 	}
-	if _, err := New(dir); err == nil || !strings.Contains(err.Error(), "lock") {
-		t.Fatalf("New with a directory for a lock file = %v", err)
+	if _, err := Open(context.Background(), dir); err == nil || !strings.Contains(err.Error(), "lock") {
+		t.Fatalf("Open with a directory for a lock file = %v", err)
 	}
 }
 

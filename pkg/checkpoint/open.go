@@ -35,11 +35,6 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	return s, nil
 }
 
-// New opens the store in dir, waiting for its lock for as long as it takes.
-//
-// Deprecated: use Open, which a context bounds.
-func New(dir string) (*Store, error) { return Open(context.Background(), dir) }
-
 // acquire takes an exclusive flock on the file p (created if needed).
 func acquire(ctx context.Context, p string) (*os.File, error) {
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600) //nolint:gosec // the store's own lock file
