@@ -42,11 +42,11 @@ func TestParseSelection(t *testing.T) {
 		{name: "every field hot-plug cannot carry out is a problem that names it",
 			annotation: `[{"name":"a","default-route":["10.231.0.1"]},{"name":"b","portMappings":[{"hostPort":8080,"containerPort":80}]},` +
 				`{"name":"c","bandwidth":{"ingressRate":1}},{"name":"d","infiniband-guid":"x"},{"name":"e","ipam-claim-reference":"claim"},` +
-				`{"name":"f","deviceID":"0000:00:05.0"},{"name":"g","interfce":"net1"},{"name":"ok","namespace":"x","interface":"net9","ips":["10.0.0.1/24"],"mac":"02:00:00:00:00:01","cni-args":{}}]`,
+				`{"name":"f","deviceID":"0000:00:05.0"},{"name":"g","iface":"net1"},{"name":"ok","namespace":"x","interface":"net9","ips":["10.0.0.1/24"],"mac":"02:00:00:00:00:01","cni-args":{}}]`,
 			want: []Attachment{{Namespace: "x", Network: "ok", Interface: "net9", Attributes: Attributes{IPs: []string{"10.0.0.1/24"}, MAC: "02:00:00:00:00:01"}}},
 			problems: []string{ReasonUnsupportedField, ReasonUnsupportedField, ReasonUnsupportedField, ReasonUnsupportedField,
 				ReasonUnsupportedField, ReasonUnsupportedField, ReasonUnsupportedField},
-			messages: []string{`"default-route"`, `"portMappings"`, `"bandwidth"`, `"infiniband-guid"`, `"ipam-claim-reference"`, `"deviceID"`, `unknown field "interfce"`}},
+			messages: []string{`"default-route"`, `"portMappings"`, `"bandwidth"`, `"infiniband-guid"`, `"ipam-claim-reference"`, `"deviceID"`, `unknown field "iface"`}},
 		{name: "JSON form over the cap", annotation: "[" + strings.Repeat(`{"name":"a"},`, DefaultMaxElements) + `{"name":"a"}]`,
 			wantErr: "at most 32"},
 		{name: "comma form over the cap is refused before it is parsed", annotation: strings.Repeat("a,", 50000) + "a",

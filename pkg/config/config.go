@@ -298,7 +298,7 @@ func (c *Config) ApplyMultus(daemonConfig []byte) ([]string, error) {
 		GlobalNamespaces   *string `json:"globalNamespaces"`
 	}
 	if err := json.Unmarshal(daemonConfig, &m); err != nil {
-		return nil, fmt.Errorf("Multus daemon config is not JSON: %w", err)
+		return nil, fmt.Errorf("the Multus daemon config is not JSON: %w", err)
 	}
 	var took []string
 	if m.NamespaceIsolation != nil && !c.Explicit.NamespaceIsolation {
@@ -309,7 +309,7 @@ func (c *Config) ApplyMultus(daemonConfig []byte) ([]string, error) {
 		explicit := c.Explicit
 		raw, _ := json.Marshal(*m.GlobalNamespaces)
 		if err := parseGlobalNamespaces(c, raw); err != nil {
-			return took, fmt.Errorf("Multus globalNamespaces: %w", err)
+			return took, fmt.Errorf("globalNamespaces of the Multus daemon config: %w", err)
 		}
 		c.Explicit = explicit
 		took = append(took, "globalNamespaces")

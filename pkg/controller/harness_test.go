@@ -212,10 +212,11 @@ func newEnv(t *testing.T, objects []*corev1.Pod, nads []*nadv1.NetworkAttachment
 			t.Fatal(err)
 		}
 	}
-	store, err := checkpoint.New(t.TempDir())
+	store, err := checkpoint.Open(context.Background(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = store.Close() })
 	e := &env{t: t, kube: kube, nads: nadClient, runtime: &fakeRuntime{sandboxes: map[string]cri.Sandbox{}},
 		delegate: newFakeDelegate(), store: store, recorder: record.NewFakeRecorder(10000), events: &eventLog{}}
 	for _, p := range objects {

@@ -16,10 +16,9 @@ import (
 
 // records is an in-memory record store that can be made to fail.
 type records struct {
-	saved   map[string]checkpoint.Entry
-	log     []string
-	failOn  string // "save" or "delete"
-	saveErr error
+	saved  map[string]checkpoint.Entry
+	log    []string
+	failOn string // "save" or "delete"
 }
 
 func newRecords() *records { return &records{saved: map[string]checkpoint.Entry{}} }

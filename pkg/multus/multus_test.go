@@ -282,8 +282,9 @@ func TestDaemonErrors(t *testing.T) {
 					t.Errorf("%s error %#v, want a DaemonError with status %d code %d", op, err, tt.status, tt.wantCode)
 				}
 				for _, known := range []error{ErrInterfaceExists, ErrPodNotFound, ErrDaemonUnavailable} {
-					if errors.Is(err, known) != (known == tt.wantIs) {
-						t.Errorf("%s: errors.Is(%q, %v) = %v", op, err, known, !(known == tt.wantIs))
+					want := tt.wantIs != nil && errors.Is(tt.wantIs, known)
+					if errors.Is(err, known) != want {
+						t.Errorf("%s: errors.Is(%q, %v) = %v", op, err, known, !want)
 					}
 				}
 			}

@@ -77,7 +77,7 @@ type Update struct {
 
 // Empty reports whether the update writes nothing to pod.
 func (u Update) Empty(pod *corev1.Pod) bool {
-	return len(u.Changes) == 0 && !(u.ReleaseFinalizer && HasFinalizer(pod))
+	return len(u.Changes) == 0 && (!u.ReleaseFinalizer || !HasFinalizer(pod))
 }
 
 // Apply writes u on top of pod's network-status and finalizers with one merge patch guarded by
