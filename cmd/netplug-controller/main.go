@@ -29,8 +29,8 @@ import (
 	"github.com/netplug/netplug/pkg/controller"
 	"github.com/netplug/netplug/pkg/cri"
 	"github.com/netplug/netplug/pkg/executor"
+	"github.com/netplug/netplug/pkg/health"
 	"github.com/netplug/netplug/pkg/metrics"
-	"github.com/netplug/netplug/pkg/mountcheck"
 	"github.com/netplug/netplug/pkg/multus"
 	"github.com/netplug/netplug/pkg/podwriter"
 	"github.com/netplug/netplug/pkg/sweep"
@@ -71,7 +71,7 @@ func run(ctx context.Context, f flags) error {
 	if f.nodeName == "" {
 		return errors.New("--node-name (or $NODE_NAME) is required")
 	}
-	checks, live := map[string]metrics.Check{}, map[string]metrics.Check{}
+	checks, live := map[string]health.Check{}, map[string]health.Check{}
 
 	cfg, err := config.Load(f.configPath)
 	if err != nil {
@@ -206,8 +206,8 @@ func protobuf(rc *rest.Config) *rest.Config {
 }
 
 // serve starts the health (and metrics) servers; the checks must all be registered by now.
-func serve(ctx context.Context, f flags, live, ready map[string]metrics.Check) {
-	servers := []*http.Server{metrics.NewHealthServer(f.healthAddr, live, ready)}
+func serve(ctx context.Context, f flags, live, ready map[string]health.Check) {
+	servers := []*http.Server{health.NewHealthServer(f.healthAddr, live, ready)}
 	if f.metricsAddr != "0" {
 		servers = append(servers, metrics.NewMetricsServer(f.metricsAddr))
 	}
@@ -228,7 +228,7 @@ func serve(ctx context.Context, f flags, live, ready map[string]metrics.Check) {
 	}
 }
 
-func mountCheck(socketPath string) metrics.Check {
+func mountCheck(socketPath string) health.Check {
 	dir := filepath.Dir(strings.TrimPrefix(socketPath, "unix://"))
-	return func(context.Context) error { return mountcheck.Stale(mountcheck.MountInfo, dir) }
+	return func(context.Context) error { return health.Stale(health.MountInfo, dir) }
 }

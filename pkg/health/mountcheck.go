@@ -3,7 +3,7 @@
 // The Multus daemon removes and recreates its socket directory when it starts, so a hostPath
 // mount of that directory keeps showing the deleted one, and its new socket is invisible.
 // Only a new container gets a fresh bind; a failing liveness check is how to ask for one.
-package mountcheck
+package health
 
 import (
 	"bufio"

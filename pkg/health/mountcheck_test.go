@@ -1,4 +1,4 @@
-package mountcheck
+package health
 
 import (
 	"os"
