@@ -26,7 +26,7 @@ const (
 	admissionPolicy = "netplug-pod-writes"
 	// netplugServiceAccount is the ServiceAccount the DaemonSet runs as.
 	netplugServiceAccount = "netplug"
-	// netplugFinalizer is the finalizer netplug puts on the pods it plugged (pkg/status).
+	// netplugFinalizer is the finalizer netplug puts on the pods it plugged (pkg/podwriter).
 	netplugFinalizer = "netplug.io/release-interfaces"
 	// nodeNameExtra is the user extra a pod-bound ServiceAccount token carries (Kubernetes >= 1.30).
 	nodeNameExtra = "authentication.kubernetes.io/node-name"

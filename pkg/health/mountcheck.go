@@ -1,4 +1,4 @@
-// Package mountcheck tells whether a bind mount of a host directory still shows that directory.
+// The mount check tells whether a bind mount of a host directory still shows that directory.
 //
 // The Multus daemon removes and recreates its socket directory when it starts, so a hostPath
 // mount of that directory keeps showing the deleted one, and its new socket is invisible.
