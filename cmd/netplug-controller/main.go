@@ -40,6 +40,7 @@ type flags struct {
 	configPath, kubeconfig, nodeName       string
 	metricsAddr, healthAddr, checkpointDir string
 	leaseNamespace                         string
+	sweepInterval                          time.Duration
 }
 
 func main() {
@@ -52,6 +53,7 @@ func main() {
 	flag.StringVar(&f.healthAddr, "health-probe-bind-address", ":9091", "address of /healthz and /readyz")
 	flag.StringVar(&f.checkpointDir, "checkpoint-dir", "/var/lib/netplug/checkpoints", "node-local directory where netplug records what it plugged")
 	flag.StringVar(&f.leaseNamespace, "lease-namespace", envOr("POD_NAMESPACE", "netplug-system"), "namespace of the Lease that elects the instance sweeping pods of deleted nodes")
+	flag.DurationVar(&f.sweepInterval, "sweep-interval", 2*time.Minute, "how often the elected instance looks for pods of deleted nodes")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -155,12 +157,9 @@ func run(ctx context.Context, f flags) error {
 	live["cri-socket-mount"] = mountCheck(cfg.CRISocketPath)
 	live["multus-socket-mount"] = mountCheck(cfg.MultusSocketPath)
 	serve(ctx, f, live, checks)
-	go sweeper(kube, writer, recorder).Run(ctx, f.leaseNamespace, "netplug-sweep", identity(f.nodeName), sweepInterval)
+	go sweeper(kube, writer, recorder).Run(ctx, f.leaseNamespace, "netplug-sweep", identity(f.nodeName), f.sweepInterval)
 	return ctrl.Run(ctx)
 }
-
-// sweepInterval is how often the elected instance looks for pods of deleted nodes.
-const sweepInterval = 2 * time.Minute
 
 func sweeper(kube kubernetes.Interface, writer *podwriter.Writer, recorder record.EventRecorder) *sweep.Sweeper {
 	return &sweep.Sweeper{Kube: kube, Writer: writer, Recorder: recorder}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -85,12 +86,22 @@ func (c *Controller) releasePod(ctx context.Context, pod *corev1.Pod) ([]string,
 		return released, nil
 	}
 	if !pastDeadline {
-		return nil, failures
+		return nil, retryByError{err: failures, by: pod.DeletionTimestamp.Add(c.opts.FinalizerTimeout)}
 	}
 	c.warn(pod, ReasonReleaseDeadline, "the finalizer %s is removed %s after the pod's deletion deadline without releasing every interface (%v); their records stay on node %s for a later clean-up",
 		podwriter.Finalizer, c.opts.FinalizerTimeout, failures, c.opts.NodeName)
 	return released, nil
 }
+
+// retryByError is a failure that must be retried by a point in time at the latest, whatever the
+// backoff: a release failing before its deadline is tried again when the deadline comes.
+type retryByError struct {
+	err error
+	by  time.Time
+}
+
+func (e retryByError) Error() string { return e.err.Error() }
+func (e retryByError) Unwrap() error { return e.err }
 
 func (c *Controller) pastDeadline(pod *corev1.Pod) bool {
 	if pod.DeletionTimestamp == nil {
