@@ -302,10 +302,10 @@ func (c *Controller) processNext(runCtx context.Context, q workqueue.TypedRateLi
 		result = metrics.ResultError
 		logger.Error(err, "Reconcile failed; will retry", "retries", q.NumRequeues(k))
 		q.AddRateLimited(k)
-		var by retryByError
-		if errors.As(err, &by) {
-			q.AddAfter(k, by.by.Sub(c.opts.Now())+time.Second) // the earlier of the two wins
-		}
+	}
+	var by retryByError
+	if errors.As(err, &by) {
+		q.AddAfter(k, by.by.Sub(c.opts.Now())+time.Second) // the earlier of the two wins
 	}
 	metrics.ReconcileDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())
 	return true

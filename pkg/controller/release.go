@@ -75,7 +75,7 @@ func (c *Controller) releasePod(ctx context.Context, pod *corev1.Pod) ([]string,
 		// Interfaces stay usable during the grace period; the update that reports the stopped
 		// sandbox (or the backoff) brings the pod back here.
 		if _, err := c.runtime.PodSandbox(ctx, string(pod.UID)); err == nil {
-			return nil, requeueError{reason: "waiting for the pod's sandbox to stop"}
+			return nil, c.byDeadline(pod, requeueError{reason: "waiting for the pod's sandbox to stop"})
 		} else if !errors.Is(err, cri.ErrNoReadySandbox) {
 			return nil, err
 		}
@@ -86,7 +86,7 @@ func (c *Controller) releasePod(ctx context.Context, pod *corev1.Pod) ([]string,
 		return released, nil
 	}
 	if !pastDeadline {
-		return nil, retryByError{err: failures, by: pod.DeletionTimestamp.Add(c.opts.FinalizerTimeout)}
+		return nil, c.byDeadline(pod, failures)
 	}
 	c.warn(pod, ReasonReleaseDeadline, "the finalizer %s is removed %s after the pod's deletion deadline without releasing every interface (%v); their records stay on node %s for a later clean-up",
 		podwriter.Finalizer, c.opts.FinalizerTimeout, failures, c.opts.NodeName)
@@ -102,6 +102,14 @@ type retryByError struct {
 
 func (e retryByError) Error() string { return e.err.Error() }
 func (e retryByError) Unwrap() error { return e.err }
+
+// byDeadline makes err come back at the pod's release deadline at the latest.
+func (c *Controller) byDeadline(pod *corev1.Pod, err error) error {
+	if pod.DeletionTimestamp == nil {
+		return err
+	}
+	return retryByError{err: err, by: pod.DeletionTimestamp.Add(c.opts.FinalizerTimeout)}
+}
 
 func (c *Controller) pastDeadline(pod *corev1.Pod) bool {
 	if pod.DeletionTimestamp == nil {

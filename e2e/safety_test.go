@@ -1,0 +1,337 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+
+	"github.com/netplug/netplug/pkg/multus"
+)
+
+// releaseFinalizer is netplug's finalizer (pkg/podwriter).
+const releaseFinalizer = "netplug.io/release-interfaces"
+
+// TestSafety: what a user types can never hurt a pod, and nothing netplug leaves behind outlives
+// it. Each scenario pins one defect of the safety issue against the real stack.
+func TestSafety(t *testing.T) {
+	for _, sc := range []struct {
+		name       string
+		disruptive bool // restarts netplug: runs alone, before the others
+		run        func(*testing.T)
+	}{
+		{"S1-NameThePodHasIsRefused", false, testNameThePodHasIsRefused},
+		{"S2-FinalizerGoesWithTheLastUnplug", false, testFinalizerGoesWithTheLastUnplug},
+		{"S3-DotNamedInterfaceIsReleased", true, testDotNamedInterfaceIsReleased},
+		{"S4-UnsupportedFieldIsRefused", false, testUnsupportedFieldIsRefused},
+		{"S5-ForeignInterfaceIsKept", false, testForeignInterfaceIsKept},
+		{"S6-DELFailingForeverHasADeadline", false, testDELFailingForeverHasADeadline},
+		{"S7-PodsOfADeletedNodeAreFreed", false, testPodsOfADeletedNodeAreFreed},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			if !sc.disruptive {
+				t.Parallel()
+			}
+			sc.run(t)
+		})
+	}
+}
+
+// hasFinalizer reads whether the pod carries netplug's finalizer now.
+func (s *scenario) hasFinalizer(name string) bool {
+	s.t.Helper()
+	return slices.Contains(s.mustGetPod(name).Finalizers, releaseFinalizer)
+}
+
+// waitFinalizer waits until the pod carries netplug's finalizer (want) or not.
+func (s *scenario) waitFinalizer(name string, want bool) {
+	s.t.Helper()
+	waitUntil(s.t, plugTimeout, fmt.Sprintf("pod %s finalizer present=%v", name, want), func(ctx context.Context) (bool, string) {
+		p, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return slices.Contains(p.Finalizers, releaseFinalizer) == want, fmt.Sprintf("finalizers %v", p.Finalizers)
+	})
+}
+
+// inPodNetns runs an ip(8) command inside the pod's network namespace, as another component on
+// the node would.
+func (s *scenario) inPodNetns(pod *corev1.Pod, args ...string) {
+	s.t.Helper()
+	ctx, cancel := s.ctx()
+	defer cancel()
+	sb, err := s.cri.PodSandbox(ctx, string(pod.UID))
+	if err != nil {
+		s.t.Fatalf("sandbox of %s: %v", pod.Name, err)
+	}
+	out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + sb.NetNS, "ip"}, args...)...).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("ip %v in pod %s: %v: %s", args, pod.Name, err, out)
+	}
+}
+
+// Item 1: a name the pod already has is refused before any call (its default interface), and a
+// name Multus refuses because it exists is never DELeted afterwards.
+func testNameThePodHasIsRefused(t *testing.T) {
+	s := fw.newScenario(t, "name")
+	s.createBridgeNAD("br", "np13", "10.213.0.0/24")
+	pod := s.runningPod("p")
+	before := s.expectLinkNames("p")
+
+	s.setNetworks("p", selection(element{Name: "br", Interface: "eth0"}))
+	s.waitEvent(pod, warning, "InterfaceNameInUse", "eth0")
+	s.touch("p") // another reconcile: still nothing
+	time.Sleep(2 * time.Second)
+	s.expectUnchanged("p", before, s.expectLinkNames("p"), "lo", "eth0")
+	s.waitIPAM("br")
+	if s.hasFinalizer("p") {
+		t.Fatal("finalizer on a pod nothing was plugged into")
+	}
+
+	// A link no network-status lists (another component made it): Multus refuses the ADD, and
+	// the next reconcile must not DEL the name.
+	s.inPodNetns(pod, "link", "add", "data0", "type", "veth", "peer", "name", "data0p")
+	withData0 := s.links("p")
+	s.setNetworks("p", "br@data0")
+	s.waitEvent(pod, warning, "InterfaceNameInUse", "data0")
+	s.touch("p")
+	time.Sleep(2 * time.Second)
+	after := s.links("p")
+	for _, name := range []string{"eth0", "data0", "data0p"} {
+		if !after[name].same(withData0[name]) {
+			t.Errorf("link %s changed: %+v -> %+v", name, withData0[name], after[name])
+		}
+	}
+	s.waitIPAM("br")
+	s.setNetworks("p", "")
+}
+
+// Item 2: the finalizer is there only while netplug holds a hot-plugged interface.
+func testFinalizerGoesWithTheLastUnplug(t *testing.T) {
+	s := fw.newScenario(t, "fin")
+	s.createBridgeNAD("br", "np14", "10.214.0.0/24")
+	s.runningPod("p")
+	s.setNetworks("p", "br@hp1")
+	s.waitAttached("p", "br", "hp1")
+	s.waitFinalizer("p", true)
+	s.setNetworks("p", "")
+	s.waitDetached("p", "hp1")
+	s.waitFinalizer("p", false)
+}
+
+// Item 3: an interface named like the checkpoint store's own files is released with its pod.
+func testDotNamedInterfaceIsReleased(t *testing.T) {
+	s := fw.newScenario(t, "dot")
+	s.createBridgeNAD("br", "np15", "10.215.0.0/24")
+	s.runningPod("p")
+	s.setNetworks("p", selection(element{Name: "br", Interface: ".tmp-a"}))
+	a := s.waitAttached("p", "br", ".tmp-a")
+	s.waitIPAM("br", a.IP())
+	s.restartNetplugOrFail() // start-up must not take the record for a temporary file
+	s.deletePodAndWait("p")
+	s.waitIPAM("br")
+}
+
+// Item 4: a selection field hot-plug cannot carry out is refused by name.
+func testUnsupportedFieldIsRefused(t *testing.T) {
+	s := fw.newScenario(t, "field")
+	s.createBridgeNAD("br", "np16", "10.216.0.0/24")
+	pod := s.runningPod("p")
+	before := s.expectLinkNames("p")
+	s.setNetworks("p", `[{"name":"br","interface":"hp1","default-route":["10.216.0.1"]}]`)
+	s.waitEvent(pod, warning, "UnsupportedSelectionField", `"default-route"`)
+	s.expectUnchanged("p", before, s.expectLinkNames("p"), "lo", "eth0")
+}
+
+// Item 5: an interface another component attached and recorded in network-status (as Multus
+// does for defaultNetworks) stays through every edit of the pod's own selection.
+func testForeignInterfaceIsKept(t *testing.T) {
+	s := fw.newScenario(t, "own")
+	s.createBridgeNAD("br", "np17", "10.217.0.0/24")
+	s.createBridgeNAD("other", "np18", "10.218.0.0/24")
+	pod := s.runningPod("p")
+
+	// The other component: a /delegate ADD of its own, and its entry in network-status.
+	ctx, cancel := context.WithTimeout(context.Background(), plugTimeout)
+	defer cancel()
+	sb, err := s.cri.PodSandbox(ctx, string(pod.UID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nad, err := s.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(s.ns).Get(ctx, "other", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := multus.New(s.env.MultusSocket, 60*time.Second)
+	req := multus.Request{SandboxID: sb.ID, NetNS: sb.NetNS, IfName: "ext0", PodNamespace: s.ns, PodName: "p",
+		PodUID: string(pod.UID), Config: []byte(nad.Spec.Config)}
+	result, err := client.Add(ctx, req)
+	if err != nil {
+		t.Fatalf("the other component's ADD: %v", err)
+	}
+	t.Cleanup(func() { _ = client.Del(context.Background(), req) })
+	ip := ""
+	if len(result.IPs) > 0 {
+		ip = result.IPs[0].Address.IP.String()
+	}
+	s.addStatusEntry("p", nadv1.NetworkStatus{Name: s.ns + "/other", Interface: "ext0", IPs: []string{ip}})
+
+	for _, edit := range []string{"br", "br,br", "[]", ""} {
+		s.setNetworks("p", edit)
+		s.touch("p")
+		time.Sleep(time.Second)
+	}
+	s.waitDetached("p", "net1")
+	s.waitDetached("p", "net2")
+	a := s.waitAttached("p", "other", "ext0")
+	if a.IP() != ip {
+		t.Fatalf("ext0 has %s, want %s", a.IP(), ip)
+	}
+	s.waitIPAM("other", ip)
+}
+
+// addStatusEntry adds entry to the pod's network-status, guarded by resourceVersion, as a
+// careful second writer does.
+func (s *scenario) addStatusEntry(name string, entry nadv1.NetworkStatus) {
+	s.t.Helper()
+	waitUntil(s.t, apiTimeout, "network-status entry written", func(ctx context.Context) (bool, string) {
+		p, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		entries, err := networkStatus(p)
+		if err != nil {
+			return false, err.Error()
+		}
+		raw, _ := json.Marshal(append(entries, entry))
+		p.Annotations[nadv1.NetworkStatusAnnot] = string(raw)
+		if _, err := s.kube.CoreV1().Pods(s.ns).Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+}
+
+// deletePodAndWait deletes the pod and waits until the API no longer has it.
+func (s *scenario) deletePodAndWait(name string) {
+	s.t.Helper()
+	ctx, cancel := s.ctx()
+	grace := int64(1)
+	err := s.kube.CoreV1().Pods(s.ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &grace})
+	cancel()
+	if err != nil {
+		s.t.Fatalf("deleting pod %s: %v", name, err)
+	}
+	waitUntil(s.t, 90*time.Second, "pod "+name+" gone", func(ctx context.Context) (bool, string) {
+		_, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+}
+
+func (s *scenario) restartNetplugOrFail() {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := s.restartNetplug(ctx); err != nil {
+		s.t.Fatalf("restarting netplug: %v", err)
+	}
+}
+
+// faildelPlugin is a CNI plugin for the suite: bridge, except that DEL fails while its marker
+// file exists.
+const faildelPlugin = `#!/bin/sh
+if [ "$CNI_COMMAND" = DEL ] && [ -e "$(dirname "$0")/e2e-faildel.marker" ]; then
+  echo '{"cniVersion":"0.4.0","code":999,"msg":"e2e: DEL fails while the marker exists"}'
+  exit 1
+fi
+exec "$(dirname "$0")/bridge"
+`
+
+// Item 6: a DEL that fails forever holds the pod only until finalizerTimeout after its
+// deletion deadline (45 s in the local overlay); then the finalizer goes with a Warning.
+func testDELFailingForeverHasADeadline(t *testing.T) {
+	s := fw.newScenario(t, "delfail")
+	binDir := filepath.Join(s.env.ClusterDir, "cni", "bin")
+	plugin := filepath.Join(binDir, "e2e-faildel")
+	if err := os.WriteFile(plugin, []byte(faildelPlugin), 0o755); err != nil { //nolint:gosec // a CNI plugin must be executable
+		t.Fatal(err)
+	}
+	marker := filepath.Join(binDir, "e2e-faildel.marker")
+	t.Cleanup(func() { _ = os.Remove(marker) })
+	cfg := s.bridgeConfig("np19", "10.219.0.0/24")
+	cfg["type"] = "e2e-faildel"
+	s.createNAD("fd", cfg)
+	pod := s.runningPod("p")
+	s.setNetworks("p", "fd@hp1")
+	s.waitAttached("p", "fd", "hp1")
+	s.waitFinalizer("p", true)
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := s.ctx()
+	grace := int64(1)
+	err := s.kube.CoreV1().Pods(s.ns).Delete(ctx, "p", metav1.DeleteOptions{GracePeriodSeconds: &grace})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitUntil(t, 2*time.Minute, "the finalizer to go after the deadline", func(ctx context.Context) (bool, string) {
+		p, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, "p", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, ""
+		}
+		if err != nil {
+			return false, err.Error()
+		}
+		return !slices.Contains(p.Finalizers, releaseFinalizer), fmt.Sprintf("finalizers %v", p.Finalizers)
+	})
+	if waited := time.Since(start); waited < 40*time.Second {
+		t.Errorf("the finalizer went after %s, before the 45 s deadline", waited)
+	}
+	s.waitEvent(pod, warning, "ReleaseDeadlineExceeded", releaseFinalizer)
+	_ = os.Remove(marker) // the kubelet's own teardown can finish now
+	waitUntil(t, 90*time.Second, "pod gone", func(ctx context.Context) (bool, string) {
+		_, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, "p", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+}
+
+// Item 6: pods of a Node that no longer exists are freed by the elected sweep.
+func testPodsOfADeletedNodeAreFreed(t *testing.T) {
+	s := fw.newScenario(t, "node")
+	nodeName := "ghost-" + rand.String(5)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := s.kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.kube.CoreV1().Nodes().Delete(context.Background(), nodeName, metav1.DeleteOptions{}) })
+	pod := s.newPod("p")
+	pod.Spec.NodeName = nodeName
+	pod.Finalizers = []string{releaseFinalizer} // as netplug on that node had put it
+	s.createPod(pod)
+	time.Sleep(2 * time.Second)
+	if !s.hasFinalizer("p") {
+		t.Fatal("the finalizer of a pod of a live node was removed")
+	}
+	if err := s.kube.CoreV1().Nodes().Delete(ctx, nodeName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitFinalizer("p", false)
+	s.waitEvent(s.mustGetPod("p"), warning, "NodeGone", nodeName)
+}
