@@ -60,6 +60,8 @@ type Options struct {
 	// FinalizerTimeout is how long after its deletion deadline a pod keeps netplug's finalizer
 	// while its release fails (default 5 min); then the finalizer goes with a Warning.
 	FinalizerTimeout time.Duration
+	// StepsInParallel bounds the steps of one pod that run at once (default 4).
+	StepsInParallel int
 	// Now is the clock (tests).
 	Now func() time.Time
 }
@@ -91,6 +93,9 @@ func (o *Options) defaults() {
 	}
 	if o.FinalizerTimeout <= 0 {
 		o.FinalizerTimeout = 5 * time.Minute
+	}
+	if o.StepsInParallel <= 0 {
+		o.StepsInParallel = 4
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
 	corev1 "k8s.io/api/core/v1"
@@ -61,28 +62,57 @@ func (c *Controller) execute(ctx context.Context, obs *observation, plan attachm
 	for _, a := range plan.Adopts {
 		c.adopt(obs, r, a)
 	}
+	// The steps of one pod touch distinct interface names, so they run side by side; removals
+	// go first so that what they free (a MAC, an address) is free before an ADD asks for it.
+	var removes, plugs []func(*run)
 	for _, a := range plan.Removes {
-		if inBudget() {
-			c.unplug(ctx, obs, r, a)
-		}
+		removes = append(removes, func(sub *run) { c.unplug(ctx, obs, sub, a) })
 	}
 	for _, rp := range plan.Replugs {
-		if blocked[rp.New.Interface] {
-			continue
-		}
-		if inBudget() {
-			c.replug(ctx, obs, r, rp)
+		if !blocked[rp.New.Interface] {
+			plugs = append(plugs, func(sub *run) { c.replug(ctx, obs, sub, rp) })
 		}
 	}
 	for _, a := range plan.Adds {
-		if blocked[a.Interface] {
-			continue
-		}
-		if inBudget() {
-			c.plug(ctx, obs, r, a)
+		if !blocked[a.Interface] {
+			plugs = append(plugs, func(sub *run) { c.plug(ctx, obs, sub, a) })
 		}
 	}
+	c.runSteps(r, removes, inBudget)
+	c.runSteps(r, plugs, inBudget)
 	return r
+}
+
+// runSteps runs steps, at most StepsInParallel at a time, each recording into a run of its own;
+// the runs are merged in the steps' order, so events and status changes keep the plan's order.
+// A step not started within the budget is counted as skipped.
+func (c *Controller) runSteps(r *run, steps []func(*run), inBudget func() bool) {
+	subs := make([]*run, len(steps))
+	slots := make(chan struct{}, c.opts.StepsInParallel)
+	var wg sync.WaitGroup
+	for i, step := range steps {
+		slots <- struct{}{}
+		if !inBudget() {
+			<-slots
+			continue
+		}
+		subs[i] = &run{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			step(subs[i])
+		}()
+	}
+	wg.Wait()
+	for _, sub := range subs {
+		if sub != nil {
+			r.outcomes = append(r.outcomes, sub.outcomes...)
+			r.changes = append(r.changes, sub.changes...)
+			r.done = append(r.done, sub.done...)
+			r.failed = append(r.failed, sub.failed...)
+		}
+	}
 }
 
 // releaseStale DELs the records of sandboxes the pod no longer runs in, so their addresses are

@@ -87,8 +87,11 @@ func (d *fakeDelegate) Add(ctx context.Context, r multus.Request) (*cni100.Resul
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.calls = append(d.calls, fmt.Sprintf("ADD %s/%s %s %s", r.PodNamespace, r.PodName, r.IfName, networkOf(r)))
-	if d.fail != nil {
-		if err := d.fail("ADD", r); err != nil {
+	if fail := d.fail; fail != nil {
+		d.mu.Unlock() // a test's hook may block: other calls go on meanwhile
+		err := fail("ADD", r)
+		d.mu.Lock()
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -120,8 +123,11 @@ func (d *fakeDelegate) Del(_ context.Context, r multus.Request) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.calls = append(d.calls, fmt.Sprintf("DEL %s/%s %s %s", r.PodNamespace, r.PodName, r.IfName, networkOf(r)))
-	if d.fail != nil {
-		if err := d.fail("DEL", r); err != nil {
+	if fail := d.fail; fail != nil {
+		d.mu.Unlock()
+		err := fail("DEL", r)
+		d.mu.Lock()
+		if err != nil {
 			return err
 		}
 	}

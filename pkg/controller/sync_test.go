@@ -446,7 +446,9 @@ func TestSyncQuarantinesACorruptRecord(t *testing.T) {
 // Item 11: a reconcile starts no step past its budget; the rest continues on a requeue.
 func TestSyncStopsStartingStepsPastTheBudget(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a,a,a")}, nads("ns/a"), func(o *Options) { o.ReconcileBudget = time.Second })
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a,a,a")}, nads("ns/a"), func(o *Options) {
+		o.ReconcileBudget, o.StepsInParallel = time.Second, 1 // one after another, so the fake clock is the call's
+	})
 	f.delegate.setFail(func(cmd string, _ multus.Request) error {
 		f.now = f.now.Add(700 * time.Millisecond) // each ADD is slow
 		return nil
@@ -519,5 +521,34 @@ func TestSyncStatusWriteRacingAnotherWriter(t *testing.T) {
 	}
 	if got := f.statusOf("ns", "p"); !slices.Equal(got, []string{"other/x@ext0", "ns/a@net1"}) {
 		t.Fatalf("status %v", got)
+	}
+}
+
+// A pod's independent steps run side by side: two ADDs are under way at once.
+func TestSyncRunsAPodsStepsSideBySide(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a@net1,a@net2")}, nads("ns/a"))
+	arrived := make(chan struct{}, 2)
+	both := make(chan struct{})
+	f.delegate.setFail(func(cmd string, _ multus.Request) error {
+		arrived <- struct{}{}
+		<-both
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- f.sync("ns", "p") }()
+	for i := 0; i < 2; i++ {
+		select {
+		case <-arrived:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the second ADD did not start while the first was under way")
+		}
+	}
+	close(both)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := f.statusOf("ns", "p"); !slices.Equal(got, []string{"ns/a@net1", "ns/a@net2"}) {
+		t.Fatalf("status %v, want the plan's order", got)
 	}
 }
