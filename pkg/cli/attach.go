@@ -100,7 +100,11 @@ func planAttach(pod *corev1.Pod, el Element) (attachPlan, error) {
 		return attachPlan{}, err
 	}
 	p := attachPlan{network: mine.NetworkName(), iface: mine.Interface}
-	if old, err := attachment.ParseSelection(before, pod.Namespace); err == nil && mine.Interface != "" {
+	old, err := attachment.ParseSelection(before, pod.Namespace)
+	if err != nil {
+		return attachPlan{}, refused("the pod's network-selection annotation is already unusable (%v): fix or remove it first", err)
+	}
+	if mine.Interface != "" {
 		for _, a := range old.Attachments {
 			if a.Interface == mine.Interface && a.NetworkName() == mine.NetworkName() && a.Attributes.Equal(mine.Attributes) {
 				p.after = before
@@ -208,7 +212,7 @@ func (o *attachOptions) run(ctx context.Context, podName, netArg string) error {
 		o.warnf("%s", w)
 	}
 	if plan.converted {
-		o.warnf("the annotation of pod %s/%s was converted from the comma form to the JSON list form, which --ip, --mac and --cni-arg need", pod.Namespace, pod.Name)
+		o.warnf("the annotation of pod %s/%s was converted from the comma form to the JSON list form: the comma form cannot express the new element (--ip, --mac, --cni-arg, or its names)", pod.Namespace, pod.Name)
 	}
 	as := plan.iface
 	if plan.predicted {

@@ -52,9 +52,19 @@ type jsonElement struct {
 	CNIArgs   map[string]any `json:"cni-args,omitempty"`
 }
 
-// commaExpressible reports whether the comma form can say everything e asks for.
+// commaExpressible reports whether the comma form can say everything e asks for: no
+// attributes, and names the comma form's stricter syntax accepts (it refuses, e.g., upper
+// case interface names that the JSON form allows).
 func (e Element) commaExpressible() bool {
-	return len(e.IPs) == 0 && e.MAC == "" && len(e.CNIArgs) == 0
+	if len(e.IPs) != 0 || e.MAC != "" || len(e.CNIArgs) != 0 {
+		return false
+	}
+	sel, err := attachment.ParseSelection(e.comma(), "default")
+	if err != nil || len(sel.Attachments) != 1 {
+		return false
+	}
+	a := sel.Attachments[0]
+	return a.Network == e.Name && a.Interface == e.Interface && (e.Namespace == "" || a.Namespace == e.Namespace)
 }
 
 // comma renders e in the comma form: [namespace/]name[@interface].
