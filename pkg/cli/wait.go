@@ -85,9 +85,24 @@ func fromNetplug(e *corev1.Event) bool {
 }
 
 // concerns reports whether a netplug event is about network (namespace/name) on iface (any
-// interface when ""): netplug names both in every element's message.
+// interface when ""). netplug's messages name an element as "NETWORK as IFACE" (plugging),
+// "NETWORK from IFACE" (unplugging) or "(NETWORK@IFACE)" (a refused element).
 func concerns(e *corev1.Event, network, iface string) bool {
-	return strings.Contains(e.Message, network) && (iface == "" || strings.Contains(e.Message, iface))
+	for _, form := range []string{network + " as " + iface, network + " from " + iface, "(" + network + "@" + iface} {
+		i := strings.Index(e.Message, form)
+		if i < 0 {
+			continue
+		}
+		if iface == "" {
+			return true
+		}
+		// The interface name must end there: "net1" is not "net10".
+		rest := e.Message[i+len(form):]
+		if rest == "" || strings.ContainsAny(rest[:1], ":;,) ") {
+			return true
+		}
+	}
+	return iface == "" && strings.Contains(e.Message, "("+network+")")
 }
 
 // waitSpec says when a wait is over.
