@@ -248,8 +248,8 @@ func TestAttachWaitFailure(t *testing.T) {
 	old := warning(pod, "old", "NetworkNotFound", "ns/br as data0: NetworkAttachmentDefinition ns/br not found")
 	w := newWorld(t, pod, old)
 	w.fakeWatches()
-	w.eventWatch.Add(old)                                                            // seen before the edit: not its outcome
-	w.eventWatch.Add(warning(pod, "unrelated", "PlugFailed", "ns/br2 as x: boom"))   // another element
+	w.eventWatch.Add(old)                                                           // seen before the edit: not its outcome
+	w.eventWatch.Add(warning(pod, "unrelated", "PlugFailed", "ns/br2 as x: boom"))  // another element
 	w.eventWatch.Add(&corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "kubelet"}}) // another pod's
 	w.eventWatch.Add(warning(pod, "new", "PlugFailed", "ns/br as data0: multus ADD: plugin failed"))
 	w.run("attach", "p", "br@data0", "--wait=5s").expect(t, ExitFailed, "netplug failed to attach ns/br as data0: PlugFailed: ns/br as data0: multus ADD: plugin failed")

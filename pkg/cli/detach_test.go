@@ -11,7 +11,9 @@ import (
 )
 
 func TestDetachEdits(t *testing.T) {
-	st := func(network, iface string) nadv1.NetworkStatus { return nadv1.NetworkStatus{Name: network, Interface: iface} }
+	st := func(network, iface string) nadv1.NetworkStatus {
+		return nadv1.NetworkStatus{Name: network, Interface: iface}
+	}
 	for _, tc := range []struct {
 		name, before string
 		status       []nadv1.NetworkStatus

@@ -40,7 +40,9 @@ type Factory interface {
 }
 
 // configFactory builds clients from the standard kubectl flags.
-type configFactory struct{ flags *genericclioptions.ConfigFlags }
+type configFactory struct {
+	flags *genericclioptions.ConfigFlags
+}
 
 func (f configFactory) Clients() (*Clients, error) {
 	rc, err := f.flags.ToRESTConfig()
