@@ -88,6 +88,7 @@ func TestAttachRefusals(t *testing.T) {
 	}{
 		{name: "no arguments", args: []string{}, code: ExitUsage},
 		{name: "unknown flag", args: []string{"p", "br", "--nope"}, code: ExitUsage},
+		{name: "wait duration without =", args: []string{"p", "br", "--wait", "30s"}, code: ExitUsage, msg: "--wait=30s"},
 		{name: "two networks", args: []string{"p", "br,br2"}, code: ExitUsage},
 		{name: "bad cni-arg", args: []string{"p", "br", "--cni-arg", "x"}, code: ExitUsage},
 		{name: "unknown pod", args: []string{"nope", "br"}, code: ExitNotFound, msg: "pod ns/nope not found"},

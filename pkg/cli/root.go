@@ -160,8 +160,13 @@ and netplug's events on the pod.`,
 // args checks the number of positional arguments, as a usage error.
 func args(lo, hi int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, a []string) error {
+		if len(a) > hi && len(a) > 0 {
+			if _, err := time.ParseDuration(a[len(a)-1]); err == nil && cmd.Flags().Changed("wait") {
+				return usageErr("give the duration of --wait with '=': --wait=%s", a[len(a)-1])
+			}
+		}
 		if len(a) < lo || len(a) > hi {
-			return usageErr("%q takes %s; see %s --help", cmd.CommandPath(), cmd.Use, cmd.CommandPath())
+			return usageErr("usage: %s (see %s --help)", cmd.UseLine(), cmd.CommandPath())
 		}
 		return nil
 	}
