@@ -71,6 +71,13 @@ func TestCompletionNames(t *testing.T) {
 	check(complete("status", "-n", ""), "ns")
 }
 
+func TestRootUsage(t *testing.T) {
+	w := newWorld(t, nil)
+	w.run("frobnicate").expect(t, ExitUsage, `unknown command "frobnicate"`)
+	w.run().expect(t, ExitOK, "attach", "detach", "status")
+	w.run("--nope").expect(t, ExitUsage)
+}
+
 func TestExitCode(t *testing.T) {
 	if ExitCode(nil) != ExitOK || ExitCode(errorsNew("x")) != ExitError || ExitCode(refused("x")) != ExitRefused {
 		t.Error("ExitCode")

@@ -143,6 +143,13 @@ and netplug's events on the pod.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.Args = func(_ *cobra.Command, a []string) error {
+		if len(a) > 0 {
+			return usageErr("unknown command %q for \"kubectl netplug\"; see kubectl netplug --help", a[0])
+		}
+		return nil
+	}
+	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.SetOut(o.Streams.Out)
 	root.SetErr(o.Streams.ErrOut)
 	root.SetIn(o.Streams.In)
