@@ -14,8 +14,9 @@ export PATH := $(PATH):/usr/local/go/bin
 
 all: build
 
-build: ## Build the controller binary into bin/.
+build: ## Build the controller and the kubectl plugin (kubectl-netplug) into bin/.
 	CGO_ENABLED=0 go build -trimpath -o bin/netplug-controller ./cmd/netplug-controller
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(TAG)" -o bin/kubectl-netplug ./cmd/kubectl-netplug
 
 test: lint unit e2e ## What CI runs: lint, unit tests with -race, then the e2e suite on a real cluster.
 
