@@ -309,6 +309,26 @@ func (s *scenario) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), apiTimeout)
 }
 
+// scenarioSpec is one scenario of a suite. A disruptive one (it restarts or stops a component)
+// runs inline; the others call t.Parallel, which holds them until the suite function has
+// returned, so they run together afterwards and never overlap a disruption.
+type scenarioSpec struct {
+	name       string
+	disruptive bool
+	run        func(*testing.T)
+}
+
+func runScenarios(t *testing.T, specs []scenarioSpec) {
+	for _, sc := range specs {
+		t.Run(sc.name, func(t *testing.T) {
+			if !sc.disruptive {
+				t.Parallel()
+			}
+			sc.run(t)
+		})
+	}
+}
+
 // waitUntil polls cond until it reports true; after timeout the test fails with what and the
 // last reason cond gave for not being done.
 func waitUntil(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string)) {

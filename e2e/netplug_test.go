@@ -28,11 +28,7 @@ const (
 // one after the other, inline; the others call t.Parallel, which holds them until this function
 // has returned, so they run together afterwards and never overlap a disruption.
 func TestNetplug(t *testing.T) {
-	for _, sc := range []struct {
-		name       string
-		disruptive bool
-		run        func(*testing.T)
-	}{
+	runScenarios(t, []scenarioSpec{
 		{"01-PlugUnplugBridge", false, testPlugUnplugBridge},
 		{"02-TwoNetworksOneEdit", false, testTwoNetworksOneEdit},
 		{"03-MacvlanStaticIPAndMAC", false, testMacvlanStaticIPAndMAC},
@@ -45,14 +41,7 @@ func TestNetplug(t *testing.T) {
 		{"10-MultusDownDuringEdits", true, testMultusDownDuringEdits},
 		{"11-DeletedPodReleasesIPAM", false, testDeletedPodReleasesIPAM},
 		{"12-OtherNodePodIgnored", false, testOtherNodePodIgnored},
-	} {
-		t.Run(sc.name, func(t *testing.T) {
-			if !sc.disruptive {
-				t.Parallel()
-			}
-			sc.run(t)
-		})
-	}
+	})
 }
 
 // 1. A bridge network plugged into a running pod, then unplugged.

@@ -28,11 +28,7 @@ const releaseFinalizer = "netplug.io/release-interfaces"
 // TestSafety: what a user types can never hurt a pod, and nothing netplug leaves behind outlives
 // it. Each scenario pins one defect of the safety issue against the real stack.
 func TestSafety(t *testing.T) {
-	for _, sc := range []struct {
-		name       string
-		disruptive bool // restarts netplug: runs alone, before the others
-		run        func(*testing.T)
-	}{
+	runScenarios(t, []scenarioSpec{
 		{"S1-NameThePodHasIsRefused", false, testNameThePodHasIsRefused},
 		{"S2-FinalizerGoesWithTheLastUnplug", false, testFinalizerGoesWithTheLastUnplug},
 		{"S3-DotNamedInterfaceIsReleased", true, testDotNamedInterfaceIsReleased},
@@ -40,14 +36,7 @@ func TestSafety(t *testing.T) {
 		{"S5-ForeignInterfaceIsKept", false, testForeignInterfaceIsKept},
 		{"S6-DELFailingForeverHasADeadline", false, testDELFailingForeverHasADeadline},
 		{"S7-PodsOfADeletedNodeAreFreed", false, testPodsOfADeletedNodeAreFreed},
-	} {
-		t.Run(sc.name, func(t *testing.T) {
-			if !sc.disruptive {
-				t.Parallel()
-			}
-			sc.run(t)
-		})
-	}
+	})
 }
 
 // hasFinalizer reads whether the pod carries netplug's finalizer now.

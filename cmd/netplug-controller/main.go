@@ -77,21 +77,14 @@ func run(ctx context.Context, f flags) error {
 
 	cfg, err := config.Load(f.configPath)
 	if err != nil {
-		// Stay up and unready rather than crash-loop: the probe and this log line say what is wrong.
 		logger.Error(err, "Invalid configuration; the controller does not start", "config", f.configPath)
-		checks["config"] = func(context.Context) error { return err }
-		serve(ctx, f, live, checks)
-		<-ctx.Done()
-		return nil
+		return idle(ctx, f, "config", err)
 	}
 	took, err := cfg.LoadMultus()
 	if err != nil {
 		// Unreadable is not absent: guessing could be more permissive than Multus.
 		logger.Error(err, "Invalid Multus daemon config; the controller does not start", "path", cfg.MultusDaemonConfigPath)
-		checks["multus-config"] = func(context.Context) error { return err }
-		serve(ctx, f, live, checks)
-		<-ctx.Done()
-		return nil
+		return idle(ctx, f, "multus-config", err)
 	}
 	if len(took) > 0 {
 		logger.Info("Namespace isolation follows the Multus daemon config", "keys", took, "path", cfg.MultusDaemonConfigPath)
@@ -171,6 +164,14 @@ func identity(nodeName string) string {
 		return pod
 	}
 	return nodeName
+}
+
+// idle stays up and unready rather than crash-loop: the probe (check name) and the log line say
+// what is wrong.
+func idle(ctx context.Context, f flags, name string, err error) error {
+	serve(ctx, f, map[string]health.Check{}, map[string]health.Check{name: func(context.Context) error { return err }})
+	<-ctx.Done()
+	return nil
 }
 
 func envOr(name, fallback string) string {

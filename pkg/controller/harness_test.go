@@ -336,9 +336,15 @@ func (e *env) annotate(ns, name, networks string) {
 // statusOf lists "network@interface" of the pod's non-default network-status entries.
 func (e *env) statusOf(ns, name string) []string {
 	e.t.Helper()
-	entries, err := attachment.ParseNetworkStatus(e.pod(ns, name).Annotations[nadv1.NetworkStatusAnnot])
+	return secondaryNames(e.t, e.pod(ns, name))
+}
+
+// secondaryNames lists "network@interface" of the pod's non-default network-status entries.
+func secondaryNames(t *testing.T, pod *corev1.Pod) []string {
+	t.Helper()
+	entries, err := attachment.ParseNetworkStatus(pod.Annotations[nadv1.NetworkStatusAnnot])
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	var out []string
 	for _, s := range entries {

@@ -19,7 +19,6 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/netplug/netplug/pkg/apitest"
-	"github.com/netplug/netplug/pkg/attachment"
 	"github.com/netplug/netplug/pkg/checkpoint"
 	"github.com/netplug/netplug/pkg/cri"
 	"github.com/netplug/netplug/pkg/executor"
@@ -190,17 +189,7 @@ func (f *fixture) records(uid string) []checkpoint.Entry {
 
 func (f *fixture) statusOf(ns, name string) []string {
 	f.t.Helper()
-	entries, err := attachment.ParseNetworkStatus(f.pod(ns, name).Annotations[nadv1.NetworkStatusAnnot])
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	var out []string
-	for _, s := range entries {
-		if !s.Default {
-			out = append(out, s.Name+"@"+s.Interface)
-		}
-	}
-	return out
+	return secondaryNames(f.t, f.pod(ns, name))
 }
 
 // podPatches counts the pod patches recorded since the last call.
