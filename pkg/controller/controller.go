@@ -184,7 +184,7 @@ func New(opts Options, kube kubernetes.Interface, nads nadclient.Interface, rt R
 		attached:    map[types.UID]int{},
 		synced:      make(chan struct{}),
 	}
-	if err := c.podInformer.SetTransform(dropManagedFields); err != nil {
+	if err := c.podInformer.SetTransform(trimPod); err != nil {
 		return nil, err
 	}
 	if err := c.podInformer.AddIndexers(cache.Indexers{uidIndex: podUID}); err != nil {
@@ -206,12 +206,33 @@ func New(opts Options, kube kubernetes.Interface, nads nadclient.Interface, rt R
 	return c, nil
 }
 
-// dropManagedFields keeps the cache small: managed fields are never read.
-func dropManagedFields(obj interface{}) (interface{}, error) {
-	if pod, ok := obj.(*corev1.Pod); ok {
-		pod.ManagedFields = nil
+// trimPod keeps in the cache only what a reconcile reads: identity, the two Multus
+// annotations, finalizers, the node, hostNetwork and the phase. Containers, volumes, managed
+// fields, conditions and other annotations (a last-applied configuration can be kilobytes) are
+// dropped, so the cache costs a few hundred bytes a pod.
+func trimPod(obj interface{}) (interface{}, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
 	}
-	return obj, nil
+	trimmed := &corev1.Pod{
+		TypeMeta: pod.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, ResourceVersion: pod.ResourceVersion,
+			DeletionTimestamp: pod.DeletionTimestamp, Finalizers: pod.Finalizers,
+		},
+		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName, HostNetwork: pod.Spec.HostNetwork},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase},
+	}
+	for _, k := range []string{nadv1.NetworkAttachmentAnnot, nadv1.NetworkStatusAnnot} {
+		if v, ok := pod.Annotations[k]; ok {
+			if trimmed.Annotations == nil {
+				trimmed.Annotations = map[string]string{}
+			}
+			trimmed.Annotations[k] = v
+		}
+	}
+	return trimmed, nil
 }
 
 func podUID(obj interface{}) ([]string, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -539,5 +540,36 @@ func TestSyncRunsAPodsStepsSideBySide(t *testing.T) {
 	}
 	if got := f.statusOf("ns", "p"); !slices.Equal(got, []string{"ns/a@net1", "ns/a@net2"}) {
 		t.Fatalf("status %v, want the plan's order", got)
+	}
+}
+
+// The cache keeps only what a reconcile reads.
+func TestTrimPodKeepsWhatReconcileReads(t *testing.T) {
+	t.Parallel()
+	now := metav1.Now()
+	pod := runningPod("ns", "p", "a@net1")
+	pod.ResourceVersion, pod.DeletionTimestamp, pod.Finalizers = "7", &now, []string{podwriter.Finalizer}
+	pod.Annotations[nadv1.NetworkStatusAnnot] = "[]"
+	pod.Annotations["kubectl.kubernetes.io/last-applied-configuration"] = strings.Repeat("x", 4096)
+	pod.Spec.HostNetwork = true
+	pod.Spec.Containers = []corev1.Container{{Name: "c", Image: "busybox"}}
+	pod.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	obj, err := trimPod(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := obj.(*corev1.Pod)
+	want := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: pod.UID, ResourceVersion: "7", DeletionTimestamp: &now,
+			Finalizers:  []string{podwriter.Finalizer},
+			Annotations: map[string]string{nadv1.NetworkAttachmentAnnot: "a@net1", nadv1.NetworkStatusAnnot: "[]"}},
+		Spec:   corev1.PodSpec{NodeName: node, HostNetwork: true},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("trimmed\n%+v\nwant\n%+v", got, want)
+	}
+	if other, _ := trimPod("not a pod"); other != "not a pod" {
+		t.Fatal("other objects must pass through")
 	}
 }
