@@ -36,6 +36,7 @@ func TestSafety(t *testing.T) {
 		{"S5-ForeignInterfaceIsKept", false, testForeignInterfaceIsKept},
 		{"S6-DELFailingForeverHasADeadline", false, testDELFailingForeverHasADeadline},
 		{"S7-PodsOfADeletedNodeAreFreed", false, testPodsOfADeletedNodeAreFreed},
+		{"S8-DefaultNetworksAreKept", true, testDefaultNetworksAreKept},
 	})
 }
 
@@ -323,4 +324,102 @@ func testPodsOfADeletedNodeAreFreed(t *testing.T) {
 	}
 	s.waitFinalizer("p", false)
 	s.waitEvent(s.mustGetPod("p"), warning, "NodeGone", nodeName)
+}
+
+// multusWithDefaultNetworks restarts the Multus daemon with defaultNetworks set to networks
+// (NADs of kube-system) and returns a function that restores its config and restarts it again.
+func (s *scenario) multusWithDefaultNetworks(networks ...string) (restore func()) {
+	s.t.Helper()
+	d, err := s.findMultusDaemon()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	i := slices.Index(d.argv, "-config")
+	if i < 0 || i+1 >= len(d.argv) {
+		s.t.Fatalf("the Multus daemon runs without -config: %v", d.argv)
+	}
+	path := d.argv[i+1]
+	original, err := os.ReadFile(path)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(original, &cfg); err != nil {
+		s.t.Fatal(err)
+	}
+	cfg["defaultNetworks"] = networks
+	changed, _ := json.Marshal(cfg)
+	restart := func(content []byte) {
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			s.t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := d.restart(ctx, 0, s.multusHealthy); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	restart(changed)
+	restored := false
+	restore = func() {
+		if !restored {
+			restored = true
+			restart(original)
+		}
+	}
+	s.t.Cleanup(restore)
+	return restore
+}
+
+// Item 5: with Multus defaultNetworks configured, a pod keeps that interface through every edit
+// of its own selection (Multus writes it to network-status as a non-default entry).
+func testDefaultNetworksAreKept(t *testing.T) {
+	s := fw.newScenario(t, "dflt")
+	dn := "e2e-dn-" + rand.String(4)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := s.bridgeConfig("np20", "10.220.0.0/24")
+	cfg["cniVersion"], cfg["name"] = "0.4.0", dn
+	raw, _ := json.Marshal(cfg)
+	if _, err := s.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions("kube-system").Create(ctx, &nadv1.NetworkAttachmentDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: dn}, Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: string(raw)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = s.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions("kube-system").Delete(context.Background(), dn, metav1.DeleteOptions{})
+	})
+	s.createBridgeNAD("br", "np21", "10.221.0.0/24")
+	restore := s.multusWithDefaultNetworks(dn)
+	s.runningPod("p")
+	restore() // the pod has its default network now; the other scenarios must not get one
+	hasDefault := func(ctx context.Context) (bool, string) {
+		p, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, "p", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		statuses, err := secondaryStatus(p)
+		if err != nil {
+			return false, err.Error()
+		}
+		st, ok := statuses["net1"]
+		if !ok || st.Name != "kube-system/"+dn {
+			return false, "network-status: " + p.Annotations[nadv1.NetworkStatusAnnot]
+		}
+		links, err := s.podLinks(ctx, p)
+		if err != nil {
+			return false, err.Error()
+		}
+		if why := links["net1"].disagreesWith(st); why != "" {
+			return false, why
+		}
+		return true, ""
+	}
+	waitUntil(t, plugTimeout, "the defaultNetworks interface", hasDefault)
+	for _, edit := range []string{"br", "br@hp1", "[]", "br", ""} {
+		s.setNetworks("p", edit)
+		time.Sleep(time.Second)
+		waitUntil(t, plugTimeout, "the defaultNetworks interface after "+edit, hasDefault)
+	}
+	s.waitDetached("p", "net2")
+	s.waitDetached("p", "hp1")
 }
