@@ -110,6 +110,8 @@ func (p *Plugin) serve(ctx context.Context, sock string) (*grpc.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", sock, err)
 	}
+	// Closing must never unlink the path: by then it may be the socket of the next server.
+	lis.(*net.UnixListener).SetUnlinkOnClose(false)
 	srv := grpc.NewServer()
 	pluginapi.RegisterDevicePluginServer(srv, p)
 	go func() { _ = srv.Serve(lis) }()
