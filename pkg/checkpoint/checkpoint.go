@@ -86,6 +86,9 @@ const (
 // OriginSelection is the Origin of an interface asked for by the network-selection annotation.
 const OriginSelection = "selection"
 
+// OriginDevice is the Origin of a NIC of a device pool netplug moved into the pod.
+const OriginDevice = "device"
+
 // AttributesFrom is the on-disk form of the planner's attributes.
 func AttributesFrom(a attachment.Attributes) Attributes {
 	return Attributes{IPs: slices.Clone(a.IPs), MAC: a.MAC, CNIArgs: maps.Clone(a.CNIArgs)}
@@ -98,8 +101,12 @@ func (a Attributes) Planner() attachment.Attributes {
 
 // Record is the entry as the planner sees it.
 func (e Entry) Record() attachment.Record {
-	return attachment.Record{Namespace: e.Namespace, Network: e.Network, Interface: e.Interface,
+	r := attachment.Record{Namespace: e.Namespace, Network: e.Network, Interface: e.Interface,
 		Attributes: e.Attributes.Planner(), Uncertain: e.InFlight != ""}
+	if e.Origin == OriginDevice {
+		r.Source = attachment.SourceDevice
+	}
+	return r
 }
 
 // Quarantined is a checkpoint file that could not be read as an entry. It was renamed aside
