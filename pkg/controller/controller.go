@@ -62,6 +62,8 @@ type Options struct {
 	FinalizerTimeout time.Duration
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Devices are the device pools (nil: none configured).
+	Devices Devices
 }
 
 func (o *Options) defaults() {
