@@ -249,7 +249,9 @@ func TestMatch(t *testing.T) {
 	}
 }
 
-func contains(s, sub string) bool { return len(sub) > 0 && len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0) }
+func contains(s, sub string) bool {
+	return len(sub) > 0 && len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0)
+}
 
 func indexOf(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {
@@ -346,7 +348,9 @@ func TestHealth(t *testing.T) {
 
 type fakeAllocations map[string]map[string]bool
 
-func (f fakeAllocations) Allocated(context.Context) (map[string]map[string]bool, error) { return f, nil }
+func (f fakeAllocations) Allocated(context.Context) (map[string]map[string]bool, error) {
+	return f, nil
+}
 
 func TestWatcherRun(t *testing.T) {
 	tr := newTree(t)
