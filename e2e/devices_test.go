@@ -213,4 +213,3 @@ func TestDevicePools(t *testing.T) {
 		})
 	})
 }
-
