@@ -28,6 +28,7 @@ import (
 	"github.com/netplug/netplug/pkg/config"
 	"github.com/netplug/netplug/pkg/controller"
 	"github.com/netplug/netplug/pkg/cri"
+	"github.com/netplug/netplug/pkg/devices"
 	"github.com/netplug/netplug/pkg/executor"
 	"github.com/netplug/netplug/pkg/health"
 	"github.com/netplug/netplug/pkg/metrics"
@@ -41,6 +42,7 @@ type flags struct {
 	metricsAddr, healthAddr, checkpointDir string
 	leaseNamespace                         string
 	sweepInterval                          time.Duration
+	devicePluginDir, podResourcesSocket    string
 }
 
 func main() {
@@ -54,6 +56,8 @@ func main() {
 	flag.StringVar(&f.checkpointDir, "checkpoint-dir", "/var/lib/netplug/checkpoints", "node-local directory where netplug records what it plugged")
 	flag.StringVar(&f.leaseNamespace, "lease-namespace", envOr("POD_NAMESPACE", "netplug-system"), "namespace of the Lease that elects the instance sweeping pods of deleted nodes")
 	flag.DurationVar(&f.sweepInterval, "sweep-interval", 2*time.Minute, "how often the elected instance looks for pods of deleted nodes")
+	flag.StringVar(&f.devicePluginDir, "device-plugin-dir", "/var/lib/kubelet/device-plugins", "the kubelet's device-plugin directory (with kubelet.sock); used when devicePools is configured")
+	flag.StringVar(&f.podResourcesSocket, "pod-resources-socket", "/var/lib/kubelet/pod-resources/kubelet.sock", "the kubelet's PodResources socket; used when devicePools is configured")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -126,6 +130,16 @@ func run(ctx context.Context, f flags) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "netplug", Host: f.nodeName})
 
+	pools, err := startPools(ctx, cfg, f.devicePluginDir, f.podResourcesSocket)
+	if err != nil {
+		return err
+	}
+	var devs controller.Devices
+	exec := executor.New(delegate, store)
+	if pools != nil {
+		devs = pools
+		exec = exec.WithHostLinks(devices.Netlink{})
+	}
 	writer := podwriter.NewWriter(kube, 30*time.Second)
 	metrics.RegisterWorkqueueProvider() // before the controller creates its queue
 	ctrl, err := controller.New(controller.Options{
@@ -138,7 +152,8 @@ func run(ctx context.Context, f flags) error {
 		ReconcileBudget:    cfg.ReconcileBudget,
 		ReleaseWorkers:     cfg.ReleaseWorkers,
 		FinalizerTimeout:   cfg.FinalizerTimeout,
-	}, kube, nads, runtime, executor.New(delegate, store), writer, store, recorder)
+		Devices:            devs,
+	}, kube, nads, runtime, exec, writer, store, recorder)
 	if err != nil {
 		return err
 	}

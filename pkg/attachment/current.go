@@ -18,6 +18,8 @@ type Record struct {
 	Attributes Attributes
 	// Uncertain: an ADD or DEL of the interface was started and its outcome not recorded.
 	Uncertain bool
+	// Source is who asked for the interface ("" is the annotation).
+	Source Source
 }
 
 // ParseNetworkStatus parses the value of k8s.v1.cni.cncf.io/network-status; "" is no entries.
@@ -66,7 +68,7 @@ func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 			ObservedIPs: s.IPs, ObservedMAC: s.Mac, Confirmed: true,
 		}
 		if r, ok := byInterface[s.Interface]; ok {
-			a.Attributes, a.AttributesKnown, a.Uncertain, a.Managed = r.Attributes, true, r.Uncertain, true
+			a.Attributes, a.AttributesKnown, a.Uncertain, a.Managed, a.Source = r.Attributes, true, r.Uncertain, true, r.Source
 			if r.Namespace != ns || r.Network != name {
 				// The record is newer than the entry (it is written before every ADD, and a
 				// replug only ADDs after the old network's DEL succeeded): the status write of
@@ -83,7 +85,7 @@ func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 		seen[r.Interface] = true
 		out = append(out, Attachment{
 			Namespace: r.Namespace, Network: r.Network, Interface: r.Interface, Index: -1,
-			Attributes: r.Attributes, AttributesKnown: true, Uncertain: r.Uncertain, Managed: true,
+			Attributes: r.Attributes, AttributesKnown: true, Uncertain: r.Uncertain, Managed: true, Source: r.Source,
 		})
 	}
 	return out

@@ -130,9 +130,20 @@ func Diff(desired, current []Attachment, defaults map[string]bool, holdRemovals 
 		currentByInterface[c.Interface] = c
 	}
 	wanted := make(map[string]bool, len(desired))
+	deviceNames := map[string]bool{}
+	for _, d := range desired {
+		if d.Source == SourceDevice {
+			deviceNames[d.Interface] = true
+		}
+	}
 	for _, d := range desired {
 		c, attached := currentByInterface[d.Interface]
 		switch {
+		case d.Source != SourceDevice && (deviceNames[d.Interface] || attached && c.Source == SourceDevice):
+			// A device-backed interface is never replugged or replaced by the annotation path.
+			p.Refused = append(p.Refused, Refusal{Attachment: d, Reason: ReasonInterfaceInUse,
+				Message: fmt.Sprintf("interface %s is a NIC of a device pool allocated to the pod", d.Interface)})
+			continue
 		case defaults[d.Interface]:
 			p.Refused = append(p.Refused, Refusal{Attachment: d, Reason: ReasonInterfaceInUse,
 				Message: fmt.Sprintf("interface %s is the pod's default network interface", d.Interface)})
@@ -154,7 +165,8 @@ func Diff(desired, current []Attachment, defaults map[string]bool, holdRemovals 
 	}
 	if !holdRemovals {
 		for _, c := range current {
-			if !wanted[c.Interface] && c.Managed {
+			// Device-backed interfaces go with the pod, never with a change of the selection.
+			if !wanted[c.Interface] && c.Managed && c.Source != SourceDevice {
 				p.Removes = append(p.Removes, c)
 			}
 		}
@@ -167,6 +179,15 @@ func Diff(desired, current []Attachment, defaults map[string]bool, holdRemovals 
 func PlanFor(sel Selection, status []nadv1.NetworkStatus, records []Record) Plan {
 	current := Current(status, records)
 	desired := AssignInterfaces(sel.Attachments, current)
+	return Diff(desired, current, DefaultInterfaces(status), len(sel.Problems) > 0)
+}
+
+// PlanWith is PlanFor with the device-backed attachments of the pod (Source SourceDevice, named
+// after their host link) as a second source of desired state. They are never removed, and no
+// annotation element may take their names.
+func PlanWith(sel Selection, devices []Attachment, status []nadv1.NetworkStatus, records []Record) Plan {
+	current := Current(status, records)
+	desired := AssignInterfaces(append(slices.Clone(sel.Attachments), devices...), current)
 	return Diff(desired, current, DefaultInterfaces(status), len(sel.Problems) > 0)
 }
 

@@ -1,6 +1,7 @@
 package attachment
 
 import (
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	"slices"
 	"testing"
 )
@@ -215,5 +216,34 @@ func TestSameAddress(t *testing.T) {
 		if got := sameAddress(tt.a, tt.b); got != tt.want {
 			t.Errorf("sameAddress(%s, %s) = %v", tt.a, tt.b, got)
 		}
+	}
+}
+
+func TestPlanWithDevices(t *testing.T) {
+	dev := Attachment{Namespace: "netplug.io", Network: "veth", Interface: "npdev1", Index: -1, Source: SourceDevice, AttributesKnown: true, Confirmed: true}
+	sel := Selection{Attachments: []Attachment{
+		{Namespace: "default", Network: "a", Interface: "npdev1", Source: SourceAnnotation, AttributesKnown: true, Confirmed: true},
+		{Namespace: "default", Network: "b", Source: SourceAnnotation, AttributesKnown: true, Confirmed: true},
+	}}
+	p := PlanWith(sel, []Attachment{dev}, nil, nil)
+	if len(p.Adds) != 2 || p.Adds[1].Interface != "npdev1" || p.Adds[1].Source != SourceDevice || p.Adds[0].Interface != "net1" {
+		t.Fatalf("adds = %+v", p.Adds)
+	}
+	if len(p.Refused) != 1 || p.Refused[0].Attachment.Network != "a" {
+		t.Fatalf("refused = %+v", p.Refused)
+	}
+	// Attached and recorded: nothing to do; the selection dropping everything never removes it,
+	// and an element taking its name is refused rather than replugged.
+	recs := []Record{{Namespace: "netplug.io", Network: "veth", Interface: "npdev1", Source: SourceDevice}}
+	status := []nadv1.NetworkStatus{{Name: "netplug.io/veth", Interface: "npdev1"}}
+	if p := PlanWith(Selection{}, []Attachment{dev}, status, recs); !p.Empty() {
+		t.Fatalf("steady plan = %+v", p)
+	}
+	if p := PlanWith(Selection{}, nil, status, recs); len(p.Removes) != 0 {
+		t.Fatalf("removes = %+v", p.Removes)
+	}
+	p = PlanWith(Selection{Attachments: sel.Attachments[:1]}, nil, status, recs)
+	if len(p.Replugs)+len(p.Removes)+len(p.Adds) != 0 || len(p.Refused) != 1 {
+		t.Fatalf("annotation over a device = %+v", p)
 	}
 }

@@ -49,6 +49,9 @@ type Source string
 const (
 	// SourceAnnotation is the pod's k8s.v1.cni.cncf.io/networks annotation.
 	SourceAnnotation Source = "annotation"
+	// SourceDevice is a NIC of a netplug device pool that the kubelet allocated to the pod
+	// (PodResources). It is never removed while the pod runs: only the pod's end releases it.
+	SourceDevice Source = "device"
 )
 
 // Attributes are the per-interface requests of a selection element that change what the CNI

@@ -59,9 +59,9 @@ type Entry struct {
 	// An entry still in flight is an interface in an unknown state: the operation failed or
 	// was cut short by a crash of netplug or Multus.
 	InFlight string `json:"inFlight,omitempty"`
-	// Origin says who asked for the interface: OriginSelection for the network-selection
-	// annotation. Empty in entries written before it existed (which all came from the
-	// annotation).
+	// Origin says who asked for the interface: the attachment.Source of its step
+	// (OriginAnnotation, OriginDevice). Empty in entries written before it existed (which all
+	// came from the annotation).
 	Origin string `json:"origin,omitempty"`
 	// Adopted is true for an interface netplug did not plug itself but recorded: one Multus
 	// attached at pod creation for an element of the selection. It is never in flight.
@@ -83,8 +83,13 @@ const (
 	InFlightDel = "DEL"
 )
 
-// OriginSelection is the Origin of an interface asked for by the network-selection annotation.
-const OriginSelection = "selection"
+// The origins: the planner's sources, as written on disk.
+const (
+	// OriginAnnotation: asked for by the network-selection annotation.
+	OriginAnnotation = string(attachment.SourceAnnotation)
+	// OriginDevice: a NIC of a device pool netplug moved into the pod.
+	OriginDevice = string(attachment.SourceDevice)
+)
 
 // AttributesFrom is the on-disk form of the planner's attributes.
 func AttributesFrom(a attachment.Attributes) Attributes {
@@ -98,8 +103,12 @@ func (a Attributes) Planner() attachment.Attributes {
 
 // Record is the entry as the planner sees it.
 func (e Entry) Record() attachment.Record {
-	return attachment.Record{Namespace: e.Namespace, Network: e.Network, Interface: e.Interface,
+	r := attachment.Record{Namespace: e.Namespace, Network: e.Network, Interface: e.Interface,
 		Attributes: e.Attributes.Planner(), Uncertain: e.InFlight != ""}
+	if e.Origin == OriginDevice {
+		r.Source = attachment.SourceDevice // else the annotation's, as every entry before origins
+	}
+	return r
 }
 
 // Quarantined is a checkpoint file that could not be read as an entry. It was renamed aside

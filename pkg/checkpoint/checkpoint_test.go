@@ -26,7 +26,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	e := Entry{PodNamespace: "ns", PodName: "p", PodUID: "uid-1", SandboxID: "sb", NetNS: "/run/netns/x",
 		Namespace: "ns", Network: "br", Interface: "net2", Config: json.RawMessage(`{"type":"bridge"}`),
 		Attributes: Attributes{IPs: []string{"10.0.0.2/24"}, CNIArgs: map[string]interface{}{"a": "b"}},
-		Origin:     OriginSelection, Adopted: true}
+		Origin:     OriginAnnotation, Adopted: true}
 	e1 := e
 	e1.Interface, e1.Adopted, e1.InFlight = "net1", false, InFlightAdd
 	for _, x := range []Entry{e, e1, {PodUID: "uid-2", Interface: "eth1"}} {

@@ -17,7 +17,8 @@
 //	  "reconcileBudget":    "2m",                               // time in which one reconcile starts steps, > 0
 //	  "releaseWorkers":     2,                                  // workers releasing terminating/deleted pods, 1..64
 //	  "finalizerTimeout":   "5m",                               // after a pod's deletion deadline, when the finalizer goes anyway, > 0
-//	  "multusDaemonConfigPath": "/etc/cni/net.d/multus.d/daemon-config.json" // Multus's own isolation settings; "" ignores them
+//	  "multusDaemonConfigPath": "/etc/cni/net.d/multus.d/daemon-config.json", // Multus's own isolation settings; "" ignores them
+//	  "devicePools":        []                                  // device pools (pkg/devices); none: the feature is off
 //	}
 //
 // Namespace isolation is never more permissive than Multus at pod creation: when the Multus
@@ -48,6 +49,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/netplug/netplug/pkg/devices"
 )
 
 // Config is netplug's node-agent configuration.
@@ -69,6 +72,8 @@ type Config struct {
 	FinalizerTimeout   time.Duration // "finalizerTimeout"
 	// MultusDaemonConfigPath is where Multus's daemon config is read from ("" disables).
 	MultusDaemonConfigPath string // "multusDaemonConfigPath"
+	// DevicePools are the device pools netplug advertises to the kubelet; none by default.
+	DevicePools []devices.Pool // "devicePools"
 	// Explicit records which of the isolation keys the file set, so Multus's values apply to
 	// the others.
 	Explicit struct{ NamespaceIsolation, GlobalNamespaces bool }
@@ -141,6 +146,16 @@ var fields = map[string]field{
 	"releaseWorkers":         intField(func(c *Config) *int { return &c.ReleaseWorkers }, 1, 64),
 	"finalizerTimeout":       durationField(func(c *Config) *time.Duration { return &c.FinalizerTimeout }, false),
 	"multusDaemonConfigPath": parseMultusDaemonConfigPath,
+	devices.PoolsKey:         parseDevicePools,
+}
+
+func parseDevicePools(cfg *Config, raw json.RawMessage) error {
+	pools, err := devices.ParsePools(raw)
+	if err != nil {
+		return err
+	}
+	cfg.DevicePools = pools
+	return nil
 }
 
 // Parse overlays the JSON object in data on Default() and validates the result.

@@ -260,3 +260,22 @@ func TestApplyMultus(t *testing.T) {
 		t.Fatalf("LoadMultus: %v, isolation %v", err, cfg.NamespaceIsolation)
 	}
 }
+
+func TestDevicePools(t *testing.T) {
+	cfg, err := Parse([]byte(`{"devicePools":[{"resourceName":"netplug.io/veth","interfacePrefix":"npdev"}]}`))
+	if err != nil || len(cfg.DevicePools) != 1 || cfg.DevicePools[0].ResourceName != "netplug.io/veth" {
+		t.Fatalf("Parse = %+v, %v", cfg.DevicePools, err)
+	}
+	if len(Default().DevicePools) != 0 {
+		t.Error("pools on by default")
+	}
+	for _, bad := range []string{
+		`{"devicePools":[{"resourceName":"netplug.io/veth","interfaceGlob":"np*"}]}`,
+		`{"devicePools":[{"resourceName":"netplug.io/a","driver":"veth"},{"resourceName":"netplug.io/b","driver":"veth"}]}`,
+	} {
+		_, err := Parse([]byte(bad))
+		if err == nil || !strings.Contains(err.Error(), `config key "devicePools"`) {
+			t.Errorf("%s: err = %v, want one naming the key", bad, err)
+		}
+	}
+}

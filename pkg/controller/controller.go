@@ -64,6 +64,8 @@ type Options struct {
 	StepsInParallel int
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Devices are the device pools (nil: none configured).
+	Devices Devices
 }
 
 func (o *Options) defaults() {

@@ -147,7 +147,7 @@ func (c *Controller) adopt(obs *observation, r *run, a attachment.Attachment) {
 }
 
 func (c *Controller) plug(ctx context.Context, obs *observation, r *run, a attachment.Attachment) bool {
-	config, reason, err := c.resolve(obs.pod, a)
+	config, reason, err := c.configOf(obs, a)
 	if err != nil {
 		c.failResolve(obs.pod, r, a, reason, err)
 		return false
@@ -158,8 +158,13 @@ func (c *Controller) plug(ctx context.Context, obs *observation, r *run, a attac
 		c.failStep(obs.pod, r, a, o.Failure)
 		return false
 	}
+	if a.Source == attachment.SourceDevice {
+		c.movedIn(obs, a, o.Status)
+		r.done = append(r.done, doneEvent{ReasonDeviceMovedIn, fmt.Sprintf("moved NIC %s of %s into the pod", a.Interface, a.NetworkName())})
+	} else {
+		r.done = append(r.done, doneEvent{ReasonPlugged, fmt.Sprintf("plugged %s as %s", a.NetworkName(), a.Interface)})
+	}
 	r.changes = append(r.changes, podwriter.Change{Interface: a.Interface, Entry: o.Status})
-	r.done = append(r.done, doneEvent{ReasonPlugged, fmt.Sprintf("plugged %s as %s", a.NetworkName(), a.Interface)})
 	klog.FromContext(ctx).Info("Plugged", "network", a.NetworkName(), "interface", a.Interface, "ips", o.Status.IPs, "mac", o.Status.Mac)
 	return true
 }
@@ -189,7 +194,7 @@ func (c *Controller) unplug(ctx context.Context, obs *observation, r *run, a att
 }
 
 func (c *Controller) replug(ctx context.Context, obs *observation, r *run, rp attachment.Replug) {
-	if _, reason, err := c.resolve(obs.pod, rp.New); err != nil {
+	if _, reason, err := c.configOf(obs, rp.New); err != nil {
 		c.failResolve(obs.pod, r, rp.New, reason, err)
 		return // keep the old interface rather than leave none
 	}
@@ -212,6 +217,15 @@ func (c *Controller) recordOf(obs *observation, a attachment.Attachment) (checkp
 		return checkpoint.Entry{}, fmt.Errorf("%w (%s)", err, reason)
 	}
 	return executor.RecordFor(obs.sandbox, a, config), nil
+}
+
+// configOf is the CNI config an ADD of a sends: the NAD's, or the generated host-device config
+// of a device-pool NIC.
+func (c *Controller) configOf(obs *observation, a attachment.Attachment) ([]byte, string, error) {
+	if a.Source == attachment.SourceDevice {
+		return c.deviceConfig(obs, a)
+	}
+	return c.resolve(obs.pod, a)
 }
 
 // resolve finds the NAD of a, applies namespace isolation and returns its CNI config.

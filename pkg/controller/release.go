@@ -71,6 +71,17 @@ func (c *Controller) releasePod(ctx context.Context, pod *corev1.Pod) ([]string,
 		return nil, nil
 	}
 	pastDeadline := c.pastDeadline(pod)
+	if nics, rest := splitDevices(entries); len(nics) > 0 && len(rest) < len(entries) && !pastDeadline {
+		// Device-pool NICs first, while the sandbox still exists (see splitDevices).
+		released, err := c.releaseEntries(ctx, pod, nics)
+		if err != nil {
+			return nil, c.byDeadline(pod, err)
+		}
+		if len(rest) == 0 {
+			return released, nil
+		}
+		entries = rest
+	}
 	if !pastDeadline {
 		// Interfaces stay usable during the grace period; the update that reports the stopped
 		// sandbox (or the backoff) brings the pod back here.
@@ -130,7 +141,9 @@ func (c *Controller) releaseEntries(ctx context.Context, pod *corev1.Pod, entrie
 			continue
 		}
 		released = append(released, e.Interface)
-		if !e.Adopted {
+		if e.Origin == checkpoint.OriginDevice {
+			c.movedOut(pod, e, o)
+		} else if !e.Adopted {
 			c.event(pod, corev1.EventTypeNormal, ReasonReleased, "released %s/%s from %s", e.Namespace, e.Network, e.Interface)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/netplug/netplug/pkg/attachment"
 	"github.com/netplug/netplug/pkg/checkpoint"
 	"github.com/netplug/netplug/pkg/cri"
+	"github.com/netplug/netplug/pkg/devices"
 	"github.com/netplug/netplug/pkg/executor"
 	"github.com/netplug/netplug/pkg/metrics"
 	"github.com/netplug/netplug/pkg/podwriter"
@@ -65,7 +66,7 @@ func (c *Controller) sync(ctx context.Context, k key) error {
 	if obs == nil {
 		return err
 	}
-	plan := attachment.PlanFor(obs.selection, obs.status, records(obs.current))
+	plan := attachment.PlanWith(obs.selection, obs.devices, obs.status, records(obs.current))
 	run := c.execute(ctx, obs, plan)
 	return c.commit(ctx, obs, run)
 }
@@ -78,6 +79,9 @@ type observation struct {
 	sandbox   executor.Sandbox
 	// current are the pod's records for its current sandbox; stale those of older sandboxes.
 	current, stale []checkpoint.Entry
+	// devices are the pod's device-backed attachments, nics their NICs by interface (devices.go).
+	devices []attachment.Attachment
+	nics    map[string]devices.NIC
 }
 
 // observe reads the pod, its selection, network-status, records and READY sandbox. A nil
@@ -115,7 +119,7 @@ func (c *Controller) observe(ctx context.Context, pod *corev1.Pod) (*observation
 	for _, p := range sel.Problems {
 		c.warn(pod, p.Reason, "%s; nothing attached is removed until it is fixed", p.Error())
 	}
-	if len(entries) == 0 && len(sel.Attachments) == 0 && !podwriter.HasFinalizer(pod) {
+	if len(entries) == 0 && len(sel.Attachments) == 0 && !podwriter.HasFinalizer(pod) && !c.wantsDevices(pod) {
 		c.setAttached(pod.UID, 0)
 		return nil, nil // the common case costs no I/O beyond one directory read
 	}
@@ -136,6 +140,9 @@ func (c *Controller) observe(ctx context.Context, pod *corev1.Pod) (*observation
 		} else {
 			obs.stale = append(obs.stale, e)
 		}
+	}
+	if err := c.observeDevices(ctx, obs); err != nil {
+		return nil, err
 	}
 	return obs, nil
 }

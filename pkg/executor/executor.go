@@ -22,6 +22,7 @@ import (
 
 	"github.com/netplug/netplug/pkg/attachment"
 	"github.com/netplug/netplug/pkg/checkpoint"
+	"github.com/netplug/netplug/pkg/devices"
 	"github.com/netplug/netplug/pkg/metrics"
 	"github.com/netplug/netplug/pkg/multus"
 )
@@ -99,6 +100,9 @@ type Outcome struct {
 	Status *nadv1.NetworkStatus
 	// Failure is nil when the step succeeded.
 	Failure *Failure
+	// RestoreErr: a device-pool NIC came back to the host, but its addresses or MTU could not
+	// be put back (the DEL itself succeeded).
+	RestoreErr error
 }
 
 // OK reports whether the step succeeded.
@@ -108,6 +112,26 @@ func (o Outcome) OK() bool { return o.Failure == nil }
 type Executor struct {
 	delegate Delegate
 	records  Records
+	host     devices.HostLinks
+}
+
+// WithHostLinks makes the executor put a device-pool NIC's host addresses and MTU back once a
+// DEL returned it to the host (host-device drops addresses when it moves a link).
+func (x *Executor) WithHostLinks(h devices.HostLinks) *Executor {
+	x.host = h
+	return x
+}
+
+// restore puts a returned NIC's host state back; only for records of device-pool NICs.
+func (x *Executor) restore(rec checkpoint.Entry, out *Outcome) {
+	if rec.Origin != checkpoint.OriginDevice || x.host == nil {
+		return
+	}
+	iface, host, err := devices.ParseHostDeviceConfig(rec.Config)
+	if err == nil && (len(host.Addresses) > 0 || host.MTU > 0) {
+		err = x.host.Restore(iface, host)
+	}
+	out.RestoreErr = err
 }
 
 // New returns an Executor.
@@ -170,7 +194,9 @@ func (x *Executor) Del(ctx context.Context, rec checkpoint.Entry) Outcome {
 	observe(OpDel, start, err)
 	if err != nil {
 		out.Failure = failure(OpDel, rec.Interface, err)
+		return out
 	}
+	x.restore(rec, &out)
 	return out
 }
 
@@ -187,6 +213,7 @@ func (x *Executor) Release(ctx context.Context, rec checkpoint.Entry) Outcome {
 			out.Failure = failure(OpRelease, rec.Interface, err)
 			return out
 		}
+		x.restore(rec, &out)
 	}
 	if err := x.records.Delete(rec.PodUID, rec.Interface); err != nil {
 		out.Failure = &Failure{Kind: KindCheckpoint, Op: OpRelease, Interface: rec.Interface, Err: err}

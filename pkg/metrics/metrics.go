@@ -27,6 +27,11 @@ const (
 
 	OperationAdd = "add"
 	OperationDel = "del"
+
+	// The states of a pool's devices (netplug_pool_devices).
+	DeviceFree      = "free"
+	DeviceAllocated = "allocated"
+	DeviceUnhealthy = "unhealthy"
 )
 
 var (
@@ -59,6 +64,13 @@ var (
 		Name:      "attachments",
 		Help:      "Interfaces netplug currently manages on this node.",
 	})
+
+	// PoolDevices is the number of devices of each pool by state (free|allocated|unhealthy).
+	PoolDevices = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace,
+		Name:      "pool_devices",
+		Help:      "Devices of each device pool on this node, by state (free, allocated by the kubelet, unhealthy).",
+	}, []string{"pool", "state"})
 )
 
 var registry = newRegistry()
@@ -68,7 +80,7 @@ func newRegistry() *prometheus.Registry {
 	r.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		ReconcileDuration, PlugDuration, Failures, Attachments,
+		ReconcileDuration, PlugDuration, Failures, Attachments, PoolDevices,
 	)
 	return r
 }

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/netplug/netplug/pkg/config"
+	"github.com/netplug/netplug/pkg/devices"
+)
+
+// startPools starts discovery, health and one kubelet device plugin per configured pool, and
+// returns the pools' view for the controller; nil when no pool is configured.
+func startPools(ctx context.Context, cfg config.Config, pluginDir, podResourcesSocket string) (*devices.Source, error) {
+	if len(cfg.DevicePools) == 0 {
+		return nil, nil
+	}
+	pods, conn, err := devices.DialPodResources(podResourcesSocket, cfg.CRITimeout)
+	if err != nil {
+		return nil, err
+	}
+	go func() { <-ctx.Done(); _ = conn.Close() }()
+	src := &devices.Source{States: map[string]*devices.State{}, Pods: pods, Host: devices.Netlink{}}
+	var states []*devices.State
+	for _, p := range cfg.DevicePools {
+		st := devices.NewState(p)
+		states = append(states, st)
+		src.States[p.ResourceName] = st
+	}
+	w := &devices.Watcher{Sysfs: devices.Sysfs{Root: "/", Kinds: devices.Netlink{}}, States: states, Allocations: pods,
+		Tick: time.NewTicker(5 * time.Second).C}
+	if _, err := w.Scan(ctx); err != nil {
+		return nil, err
+	}
+	go w.Run(ctx)
+	for _, st := range states {
+		p := &devices.Plugin{State: st, Dir: pluginDir, Tick: time.NewTicker(5 * time.Second).C}
+		go func() { _ = p.Run(ctx) }()
+		klog.FromContext(ctx).Info("Device pool", "pool", st.Pool.ResourceName, "matcher", st.Pool.Matcher())
+	}
+	return src, nil
+}

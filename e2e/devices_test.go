@@ -1,0 +1,215 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The local overlay's pools (manifests/overlays/local/config.json).
+const (
+	vethPool = corev1.ResourceName("netplug.io/veth")
+	tunPool  = corev1.ResourceName("netplug.io/tun")
+)
+
+// hostVeth makes a veth pair on the host, npdevN (the pool's end, with addr) and npdpN (its
+// peer, kept on the host so the pool's end has carrier). Never the uplink.
+func hostVeth(t *testing.T, name, addr string) {
+	t.Helper()
+	peer := "npdp" + strings.TrimPrefix(name, "npdev")
+	la := netlink.NewLinkAttrs()
+	la.Name = name
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: peer}); err != nil {
+		t.Fatalf("creating veth %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(peer); err == nil {
+			_ = netlink.LinkDel(l)
+		}
+	})
+	for _, n := range []string{name, peer} {
+		l, err := netlink.LinkByName(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == name && addr != "" {
+			a, err := netlink.ParseAddr(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := netlink.AddrAdd(l, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func hostAddrs(name string) ([]string, bool) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil, false
+	}
+	addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+	var out []string
+	for _, a := range addrs {
+		out = append(out, a.IPNet.String())
+	}
+	return out, true
+}
+
+func (f *Framework) allocatable(ctx context.Context, r corev1.ResourceName) (int64, error) {
+	node, err := f.kube.CoreV1().Nodes().Get(ctx, f.env.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return 0, err
+	}
+	q := node.Status.Allocatable[r]
+	return q.Value(), nil
+}
+
+func (s *scenario) waitAllocatable(r corev1.ResourceName, ok func(int64) bool, what string) {
+	waitUntil(s.t, 90*time.Second, what, func(ctx context.Context) (bool, string) {
+		n, err := s.allocatable(ctx, r)
+		if err != nil {
+			return false, err.Error()
+		}
+		return ok(n), fmt.Sprintf("allocatable %s = %d", r, n)
+	})
+}
+
+func withLimit(pod *corev1.Pod, r corev1.ResourceName, n int64) *corev1.Pod {
+	pod.Spec.Containers[0].Resources.Limits = corev1.ResourceList{r: *resource.NewQuantity(n, resource.DecimalSI)}
+	return pod
+}
+
+func TestDevicePools(t *testing.T) {
+	t.Run("Allocatable", func(t *testing.T) {
+		s := fw.newScenario(t, "dev-alloc")
+		hostVeth(t, "npdev10", "")
+		s.waitAllocatable(vethPool, func(n int64) bool { return n >= 1 }, "the veth pool is allocatable")
+		s.waitAllocatable(tunPool, func(n int64) bool { return n >= 1 }, "the tun pool is allocatable")
+	})
+
+	t.Run("NICWithoutNAD", func(t *testing.T) {
+		s := fw.newScenario(t, "dev-b")
+		hostVeth(t, "npdev11", "10.211.0.2/24")
+		s.waitAllocatable(vethPool, func(n int64) bool { return n >= 1 }, "npdev11 in the pool")
+		pod := s.createPod(withLimit(s.newPod("b"), vethPool, 1))
+		pod = s.waitRunning(pod.Name)
+		s.waitEvent(pod, corev1.EventTypeNormal, "DeviceMovedIn", "npdev11")
+		waitUntil(t, 60*time.Second, "npdev11 in the pod with its address", func(context.Context) (bool, string) {
+			l, ok := s.links(pod.Name)["npdev11"]
+			return ok && slices.Contains(l.Addrs, "10.211.0.2/24"), fmt.Sprintf("%+v", l)
+		})
+		if _, onHost := hostAddrs("npdev11"); onHost {
+			t.Fatal("npdev11 is still on the host")
+		}
+		// Deleting the pod returns the NIC to the host under its name, with its address.
+		if err := s.kube.CoreV1().Pods(s.ns).Delete(context.Background(), pod.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 90*time.Second, "npdev11 back on the host with its address", func(context.Context) (bool, string) {
+			addrs, ok := hostAddrs("npdev11")
+			return ok && slices.Contains(addrs, "10.211.0.2/24"), fmt.Sprint(addrs)
+		})
+	})
+
+	t.Run("NICWithNAD", func(t *testing.T) {
+		s := fw.newScenario(t, "dev-a")
+		hostVeth(t, "npdev12", "")
+		// Flow a: Multus reads the NAD's resourceName and hands the allocated device to
+		// host-device. A veth has no PCI address, so the NAD names the device (a pool of one).
+		s.createNAD("hostdev", map[string]any{"cniVersion": "0.4.0", "type": "host-device", "device": "npdev12"})
+		nad, err := s.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(s.ns).Get(context.Background(), "hostdev", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nad.Annotations = map[string]string{"k8s.v1.cni.cncf.io/resourceName": string(vethPool)}
+		if _, err := s.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(s.ns).Update(context.Background(), nad, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		pod := withLimit(s.newPod("a"), vethPool, 1)
+		pod.Annotations = map[string]string{"k8s.v1.cni.cncf.io/networks": s.ns + "/hostdev@net1"}
+		pod = s.createPod(pod)
+		s.waitRunning(pod.Name)
+		if _, ok := s.links(pod.Name)["net1"]; !ok {
+			t.Fatal("the NAD's interface net1 is not in the pod")
+		}
+		if _, onHost := hostAddrs("npdev12"); onHost {
+			t.Fatal("npdev12 is still on the host")
+		}
+	})
+
+	t.Run("TunDevice", func(t *testing.T) {
+		s := fw.newScenario(t, "dev-tun")
+		pod := withLimit(s.newPod("tun"), tunPool, 1)
+		pod.Spec.Containers[0].Command = []string{"sh", "-c", "test -c /dev/net/tun && sleep 3600"}
+		pod = s.createPod(pod)
+		s.waitRunning(pod.Name)
+	})
+
+	t.Run("UnhealthyAndBack", func(t *testing.T) {
+		s := fw.newScenario(t, "dev-health")
+		hostVeth(t, "npdev13", "")
+		s.waitAllocatable(vethPool, func(n int64) bool { return n >= 1 }, "npdev13 in the pool")
+		before, _ := s.allocatable(context.Background(), vethPool)
+		l, err := netlink.LinkByName("npdev13")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.LinkDel(l); err != nil {
+			t.Fatal(err)
+		}
+		s.waitAllocatable(vethPool, func(n int64) bool { return n == before-1 }, "allocatable drops with npdev13 gone")
+		hostVeth(t, "npdev13", "")
+		s.waitAllocatable(vethPool, func(n int64) bool { return n == before }, "allocatable is back")
+	})
+
+	t.Run("KubeletRestart", func(t *testing.T) {
+		s := fw.newScenario(t, "dev-kubelet")
+		hostVeth(t, "npdev14", "")
+		s.waitAllocatable(vethPool, func(n int64) bool { return n >= 1 }, "npdev14 in the pool")
+		kubelet, err := fw.findComponent("kubelet", "kubelet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := s.ctx()
+		defer cancel()
+		if err := kubelet.restart(ctx, time.Second, func(context.Context) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		s.waitAllocatable(vethPool, func(n int64) bool { return n >= 1 }, "the pool registered again after the kubelet restart")
+	})
+
+	t.Run("Exhausted", func(t *testing.T) {
+		s := fw.newScenario(t, "dev-full")
+		pod := withLimit(s.newPod("full"), vethPool, 1000)
+		pod.Spec.NodeName = "" // the scheduler's decision, and its reason
+		pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": s.env.NodeName}
+		pod = s.createPod(pod)
+		waitUntil(t, 60*time.Second, "the pod is Pending, unschedulable", func(ctx context.Context) (bool, string) {
+			p, err := s.getPod(pod.Name)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodScheduled && c.Reason == corev1.PodReasonUnschedulable {
+					return strings.Contains(c.Message, "Insufficient "+string(vethPool)), c.Message
+				}
+			}
+			return false, string(p.Status.Phase)
+		})
+	})
+}

@@ -1,0 +1,79 @@
+package devices
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/klog/v2"
+)
+
+// Allocations says which device IDs of each resource the kubelet has allocated to pods
+// (PodResources); it only feeds the metrics.
+type Allocations interface {
+	Allocated(ctx context.Context) (map[string]map[string]bool, error)
+}
+
+// Watcher rediscovers the node's devices on every tick and updates the pools: the poll loop of
+// discovery and health.
+type Watcher struct {
+	Sysfs  Sysfs
+	States []*State
+	// Allocations, if set, splits the healthy devices into free and allocated in the metrics.
+	Allocations Allocations
+	// Tick paces the loop (a time.Ticker's channel; a test's own channel).
+	Tick <-chan time.Time
+}
+
+// Scan runs one discovery and updates every pool. It returns the links excluded from pools.
+func (w *Watcher) Scan(ctx context.Context) ([]Excluded, error) {
+	links, err := w.Sysfs.Links()
+	if err != nil {
+		return nil, err
+	}
+	routes, err := w.Sysfs.DefaultRouteLinks()
+	if err != nil {
+		return nil, err
+	}
+	pools := make([]Pool, len(w.States))
+	for i, s := range w.States {
+		pools[i] = s.Pool
+	}
+	found, excluded := Match(pools, links, routes, w.Sysfs.DevicePresent)
+	var allocated map[string]map[string]bool
+	if w.Allocations != nil {
+		if allocated, err = w.Allocations.Allocated(ctx); err != nil {
+			klog.FromContext(ctx).V(2).Info("PodResources unavailable; devices counted as free", "err", err)
+		}
+	}
+	for _, s := range w.States {
+		if s.Update(found[s.Pool.ResourceName]) {
+			klog.FromContext(ctx).Info("Device pool changed", "pool", s.Pool.ResourceName, "devices", len(found[s.Pool.ResourceName]))
+		}
+		devs, _ := s.Devices()
+		observePool(s.Pool.ResourceName, devs, allocated[s.Pool.ResourceName])
+	}
+	return excluded, nil
+}
+
+// Run scans at once and on every tick until ctx is done.
+func (w *Watcher) Run(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	var last []Excluded
+	for {
+		excluded, err := w.Scan(ctx)
+		if err != nil {
+			logger.Error(err, "Discovering devices")
+		}
+		if len(excluded) != len(last) {
+			for _, e := range excluded {
+				logger.Info("Link not put in a pool", "link", e.Link, "reason", e.Reason)
+			}
+		}
+		last = excluded
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.Tick:
+		}
+	}
+}
