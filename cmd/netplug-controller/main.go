@@ -132,7 +132,9 @@ func run(ctx context.Context, f flags) error {
 
 	pools, err := startPools(ctx, cfg, f.devicePluginDir, f.podResourcesSocket)
 	if err != nil {
-		return err
+		// Hot-plug does not depend on the pools: it goes on, and the pools say why they are off.
+		logger.Error(err, "Device pools could not start; hot-plug runs without them", "pools", len(cfg.DevicePools))
+		pools = nil
 	}
 	var devs controller.Devices
 	exec := executor.New(delegate, store)
