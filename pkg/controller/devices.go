@@ -21,16 +21,6 @@ type Devices interface {
 	MarkInPod(resource, iface string, in bool)
 }
 
-// Event reasons of device-pool NICs.
-const (
-	ReasonDeviceMovedIn  = "DeviceMovedIn"
-	ReasonDeviceMovedOut = "DeviceMovedOut"
-	// ReasonHostRestoreFailed: a NIC came back to the host without its addresses or MTU.
-	ReasonHostRestoreFailed = "HostRestoreFailed"
-	// ReasonDeviceLookup: PodResources could not say which NICs the pod holds.
-	ReasonDeviceLookup = "DeviceLookupFailed"
-)
-
 func (c *Controller) wantsDevices(pod *corev1.Pod) bool {
 	return c.opts.Devices != nil && c.opts.Devices.Requests(pod)
 }

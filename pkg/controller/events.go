@@ -35,6 +35,14 @@ const (
 	// ReasonBudgetExceeded: the reconcile's time budget ran out before every step started.
 	ReasonBudgetExceeded = "ReconcileBudgetExceeded"
 
+	// Device-pool NICs moved into and out of pods.
+	ReasonDeviceMovedIn  = "DeviceMovedIn"
+	ReasonDeviceMovedOut = "DeviceMovedOut"
+	// ReasonHostRestoreFailed: a NIC came back to the host without its addresses or MTU.
+	ReasonHostRestoreFailed = "HostRestoreFailed"
+	// ReasonDeviceLookup: PodResources could not say which NICs the pod holds.
+	ReasonDeviceLookup = "DeviceLookupFailed"
+
 	// Element problems found by the parser and the planner (pkg/attachment).
 	ReasonInvalidNetworkRef  = attachment.ReasonInvalidNetworkRef
 	ReasonInvalidInterface   = attachment.ReasonInvalidInterface

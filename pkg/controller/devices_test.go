@@ -1,0 +1,77 @@
+package controller
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/netplug/netplug/pkg/checkpoint"
+	"github.com/netplug/netplug/pkg/devices"
+)
+
+// fakeDevices is a pool whose kubelet allocated one NIC, npdev0, to pods that request it.
+type fakeDevices struct {
+	mu    sync.Mutex
+	inPod map[string]bool
+}
+
+func (d *fakeDevices) Requests(pod *corev1.Pod) bool { return pod.Labels["nic"] == "yes" }
+
+func (d *fakeDevices) PodNICs(_ context.Context, pod *corev1.Pod) ([]devices.NIC, []error, error) {
+	pool := devices.Pool{ResourceName: "netplug.io/veth", InterfacePrefix: "npdev"}
+	return []devices.NIC{{Pool: pool, Device: devices.Device{ID: "npdev0", Interface: "npdev0"},
+		Config: []byte(`{"cniVersion":"0.4.0","name":"netplug-veth","type":"host-device","device":"npdev0"}`)}}, nil, nil
+}
+
+func (d *fakeDevices) MarkInPod(_, iface string, in bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.inPod == nil {
+		d.inPod = map[string]bool{}
+	}
+	d.inPod[iface] = in
+}
+
+// A NIC the kubelet allocated is moved in at start through the executor, recorded as a device,
+// survives every edit of the annotation, and goes back to the host first when the pod ends.
+func TestSyncMovesAllocatedNICsIn(t *testing.T) {
+	t.Parallel()
+	devs := &fakeDevices{}
+	pod := runningPod("ns", "p", "")
+	pod.Labels = map[string]string{"nic": "yes"}
+	f := newFixture(t, []*corev1.Pod{pod}, nads("ns/a"), func(o *Options) { o.Devices = devs })
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"ADD ns/p npdev0 netplug-veth"}) {
+		t.Fatalf("calls %v", calls)
+	}
+	r := f.records("uid-p")
+	if len(r) != 1 || r[0].Origin != checkpoint.OriginDevice || !devs.inPod["npdev0"] {
+		t.Fatalf("records %+v, in pod %v", r, devs.inPod)
+	}
+	if ev := f.events(); !hasEvent(ev, "Normal", ReasonDeviceMovedIn, "npdev0") {
+		t.Fatalf("events %v", ev)
+	}
+	// The annotation path never unplugs it, and a name clash with it is refused.
+	f.annotate("ns", "p", "a")
+	f.mustSync("ns", "p")
+	f.annotate("ns", "p", `[{"name":"a","interface":"npdev0"}]`)
+	f.mustSync("ns", "p")
+	f.annotate("ns", "p", "")
+	f.mustSync("ns", "p")
+	for _, c := range f.delegate.callLog() {
+		if strings.HasPrefix(c, "DEL ns/p npdev0") || strings.Contains(c, "ADD ns/p npdev0 a") {
+			t.Fatalf("the annotation path touched the NIC: %v", f.delegate.callLog())
+		}
+	}
+	// The pod terminates: the NIC goes back while the sandbox still exists.
+	f.update("ns", "p", func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{Time: f.now} })
+	_ = f.sync("ns", "p")
+	if calls := f.delegate.callLog(); calls[len(calls)-1] != "DEL ns/p npdev0 netplug-veth" || devs.inPod["npdev0"] {
+		t.Fatalf("calls %v, in pod %v", calls, devs.inPod)
+	}
+}
