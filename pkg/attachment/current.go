@@ -18,6 +18,9 @@ type Record struct {
 	Attributes Attributes
 	// Uncertain: an ADD or DEL of the interface was started and its outcome not recorded.
 	Uncertain bool
+	// ClaimBacked: a DRA ResourceClaim asked for the interface (checkpoint Origin "claim"). The
+	// annotation path never manages it.
+	ClaimBacked bool
 }
 
 // ParseNetworkStatus parses the value of k8s.v1.cni.cncf.io/network-status; "" is no entries.
@@ -65,7 +68,9 @@ func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 			Namespace: ns, Network: name, Interface: s.Interface, Index: -1,
 			ObservedIPs: s.IPs, ObservedMAC: s.Mac, Confirmed: true,
 		}
-		if r, ok := byInterface[s.Interface]; ok {
+		if r, ok := byInterface[s.Interface]; ok && r.ClaimBacked {
+			a.Attributes, a.AttributesKnown, a.Uncertain, a.ClaimBacked = r.Attributes, true, r.Uncertain, true
+		} else if ok {
 			a.Attributes, a.AttributesKnown, a.Uncertain, a.Managed = r.Attributes, true, r.Uncertain, true
 			if r.Namespace != ns || r.Network != name {
 				// The record is newer than the entry (it is written before every ADD, and a
@@ -83,7 +88,8 @@ func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 		seen[r.Interface] = true
 		out = append(out, Attachment{
 			Namespace: r.Namespace, Network: r.Network, Interface: r.Interface, Index: -1,
-			Attributes: r.Attributes, AttributesKnown: true, Uncertain: r.Uncertain, Managed: true,
+			Attributes: r.Attributes, AttributesKnown: true, Uncertain: r.Uncertain,
+			Managed: !r.ClaimBacked, ClaimBacked: r.ClaimBacked,
 		})
 	}
 	return out

@@ -38,6 +38,10 @@ type Attachment struct {
 	// managed attachments are ever removed; the others belong to Multus defaultNetworks, to
 	// DRA claims or to other writers.
 	Managed bool
+	// ClaimBacked is true for a current attachment a DRA ResourceClaim holds (its record has
+	// Origin "claim"): it is never Managed by the annotation path, never removed, adopted or
+	// replugged by it, and a selection element that names its interface is refused.
+	ClaimBacked bool
 	// Source says which source of desired state asked for the attachment (desired only).
 	Source Source
 }
@@ -49,6 +53,8 @@ type Source string
 const (
 	// SourceAnnotation is the pod's k8s.v1.cni.cncf.io/networks annotation.
 	SourceAnnotation Source = "annotation"
+	// SourceClaim is a DRA ResourceClaim prepared for the pod (plugged by the NRI hook).
+	SourceClaim Source = "claim"
 )
 
 // Attributes are the per-interface requests of a selection element that change what the CNI

@@ -86,6 +86,10 @@ const (
 // OriginSelection is the Origin of an interface asked for by the network-selection annotation.
 const OriginSelection = "selection"
 
+// OriginClaim is the Origin of an interface a DRA ResourceClaim asked for (plugged by the NRI
+// hook at sandbox creation). The annotation path never removes or changes it.
+const OriginClaim = string(attachment.SourceClaim)
+
 // AttributesFrom is the on-disk form of the planner's attributes.
 func AttributesFrom(a attachment.Attributes) Attributes {
 	return Attributes{IPs: slices.Clone(a.IPs), MAC: a.MAC, CNIArgs: maps.Clone(a.CNIArgs)}
@@ -99,7 +103,7 @@ func (a Attributes) Planner() attachment.Attributes {
 // Record is the entry as the planner sees it.
 func (e Entry) Record() attachment.Record {
 	return attachment.Record{Namespace: e.Namespace, Network: e.Network, Interface: e.Interface,
-		Attributes: e.Attributes.Planner(), Uncertain: e.InFlight != ""}
+		Attributes: e.Attributes.Planner(), Uncertain: e.InFlight != "", ClaimBacked: e.Origin == OriginClaim}
 }
 
 // Quarantined is a checkpoint file that could not be read as an entry. It was renamed aside
