@@ -31,13 +31,14 @@ const DriverName = "netplug.io"
 type Attachment struct {
 	// Namespace and Network name the NAD (NAD form); for the inline form they are the claim's
 	// namespace and name, which is how network-status names the interface.
-	Namespace, Network string
+	Namespace string `json:"namespace"`
+	Network   string `json:"network"`
 	// Inline is the CNI config of the inline form (nil for the NAD form).
-	Inline json.RawMessage
+	Inline json.RawMessage `json:"inline,omitempty"`
 	// Interface is the interface name inside the pod.
-	Interface string
+	Interface string `json:"interface"`
 	// Attributes are the requested IPs, MAC and cni-args.
-	Attributes attachment.Attributes
+	Attributes attachment.Attributes `json:"attributes"`
 }
 
 // NAD reports whether the attachment names a NetworkAttachmentDefinition.
