@@ -48,7 +48,9 @@ type PodStatus interface {
 // Hook is the NRI plugin: it plugs a pod's prepared claims in RunPodSandbox and unplugs them in
 // StopPodSandbox and RemovePodSandbox.
 type Hook struct {
-	Claims  interface{ ForPod(string) ([]PreparedClaim, error) }
+	Claims interface {
+		ForPod(string) ([]PreparedClaim, error)
+	}
 	Records Records
 	Exec    Executor
 	NADs    NADs
@@ -207,4 +209,3 @@ func (h *Hook) release(ctx context.Context, podUID string, match func(checkpoint
 	}
 	return errors.Join(errs...)
 }
-
