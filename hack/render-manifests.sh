@@ -56,9 +56,9 @@ kubectl kustomize "$work" >"$work/netplug.yaml"
 kubectl label --local --overwrite -f "$work/netplug.yaml" app.kubernetes.io/part-of=netplug -o json |
   jq -s --arg image "$image_ref" '
     def one(k): [.[] | select(.kind == k)] | if length == 1 then .[0] else error("want one \(k), have \(length)") end;
-    ["ClusterRole","ClusterRoleBinding","Namespace","ValidatingAdmissionPolicy","ValidatingAdmissionPolicyBinding"] as $cluster
+    ["ClusterRole","ClusterRoleBinding","DeviceClass","Namespace","ValidatingAdmissionPolicy","ValidatingAdmissionPolicyBinding"] as $cluster
     | (map(.kind) | sort) as $kinds
-    | if $kinds != ["ClusterRole","ClusterRoleBinding","ConfigMap","DaemonSet","Namespace","Role","RoleBinding",
+    | if $kinds != ["ClusterRole","ClusterRoleBinding","ConfigMap","DaemonSet","DeviceClass","Namespace","Role","RoleBinding",
                     "ServiceAccount","ValidatingAdmissionPolicy","ValidatingAdmissionPolicyBinding"]
       then error("unexpected objects: \($kinds)") else . end
     | (.[] | select((.kind | IN($cluster[])) and .metadata.namespace != null)

@@ -29,6 +29,7 @@ import (
 	"github.com/netplug/netplug/pkg/controller"
 	"github.com/netplug/netplug/pkg/cri"
 	"github.com/netplug/netplug/pkg/devices"
+	"github.com/netplug/netplug/pkg/dra"
 	"github.com/netplug/netplug/pkg/executor"
 	"github.com/netplug/netplug/pkg/health"
 	"github.com/netplug/netplug/pkg/metrics"
@@ -43,6 +44,8 @@ type flags struct {
 	leaseNamespace                         string
 	sweepInterval                          time.Duration
 	devicePluginDir, podResourcesSocket    string
+	// DRA: the prepared-claim store and the kubelet's and runtime's plugin paths.
+	draClaimDir, kubeletPluginDir, kubeletRegistrarDir, nriSocket string
 }
 
 func main() {
@@ -58,6 +61,10 @@ func main() {
 	flag.DurationVar(&f.sweepInterval, "sweep-interval", 2*time.Minute, "how often the elected instance looks for pods of deleted nodes")
 	flag.StringVar(&f.devicePluginDir, "device-plugin-dir", "/var/lib/kubelet/device-plugins", "the kubelet's device-plugin directory (with kubelet.sock); used when devicePools is configured")
 	flag.StringVar(&f.podResourcesSocket, "pod-resources-socket", "/var/lib/kubelet/pod-resources/kubelet.sock", "the kubelet's PodResources socket; used when devicePools is configured")
+	flag.StringVar(&f.draClaimDir, "dra-claim-dir", "/var/lib/netplug/claims", "node-local directory where the DRA driver records prepared claims (with the ConfigMap's dra.enabled)")
+	flag.StringVar(&f.kubeletPluginDir, "kubelet-plugin-dir", "/var/lib/kubelet/plugins", "the kubelet's plugin directory (DRA driver socket under netplug.io/)")
+	flag.StringVar(&f.kubeletRegistrarDir, "kubelet-registrar-dir", "/var/lib/kubelet/plugins_registry", "the kubelet's plugin registration directory")
+	flag.StringVar(&f.nriSocket, "nri-socket", "/var/run/nri/nri.sock", "the container runtime's NRI socket")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -166,6 +173,34 @@ func run(ctx context.Context, f flags) error {
 	// only a restart re-binds it.
 	live["cri-socket-mount"] = mountCheck(cfg.CRISocketPath)
 	live["multus-socket-mount"] = mountCheck(cfg.MultusSocketPath)
+	if cfg.DRA.Enabled {
+		claims, err := dra.OpenClaimStore(f.draClaimDir)
+		if err != nil {
+			return err
+		}
+		defer claims.Close() //nolint:errcheck // releasing the lock on exit
+		hook := &dra.Hook{Claims: claims, Records: store, Exec: executor.New(delegate, store),
+			NADs:   dra.NADClient{Client: nads, NamespaceIsolation: cfg.NamespaceIsolation, GlobalNamespaces: cfg.GlobalNamespaces, Timeout: 30 * time.Second},
+			Status: dra.NewStatusWriter(kube.ResourceV1(), 30*time.Second),
+			Pods:   dra.PodWriter{Kube: kube, Writer: writer, Timeout: 30 * time.Second}}
+		draOpts := dra.Options{NodeName: f.nodeName, Kube: kube, Devices: cfg.DRA.CNIDevices,
+			PluginDir: f.kubeletPluginDir, RegistrarDir: f.kubeletRegistrarDir, NRISocket: f.nriSocket}
+		draDone := make(chan error, 1)
+		go func() { draDone <- dra.Run(ctx, draOpts, claims, hook) }()
+		checks["dra"] = func(context.Context) error {
+			select {
+			case err := <-draDone:
+				draDone <- err
+				if err == nil {
+					err = errors.New("stopped")
+				}
+				return fmt.Errorf("DRA driver: %w", err)
+			default:
+				return nil
+			}
+		}
+		logger.Info("DRA driver enabled", "driver", dra.DriverName, "cniDevices", cfg.DRA.CNIDevices)
+	}
 	serve(ctx, f, live, checks)
 	go sweeper(kube, writer, recorder).Run(ctx, f.leaseNamespace, "netplug-sweep", identity(f.nodeName), f.sweepInterval)
 	return ctrl.Run(ctx)

@@ -20,6 +20,9 @@ type Record struct {
 	Uncertain bool
 	// Source is who asked for the interface ("" is the annotation).
 	Source Source
+	// ClaimBacked: a DRA ResourceClaim asked for the interface (checkpoint Origin "claim"). The
+	// annotation path never manages it.
+	ClaimBacked bool
 }
 
 // ParseNetworkStatus parses the value of k8s.v1.cni.cncf.io/network-status; "" is no entries.
@@ -67,7 +70,9 @@ func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 			Namespace: ns, Network: name, Interface: s.Interface, Index: -1,
 			ObservedIPs: s.IPs, ObservedMAC: s.Mac, Confirmed: true,
 		}
-		if r, ok := byInterface[s.Interface]; ok {
+		if r, ok := byInterface[s.Interface]; ok && r.ClaimBacked {
+			a.Attributes, a.AttributesKnown, a.Uncertain, a.ClaimBacked, a.Source = r.Attributes, true, r.Uncertain, true, r.Source
+		} else if ok {
 			a.Attributes, a.AttributesKnown, a.Uncertain, a.Managed, a.Source = r.Attributes, true, r.Uncertain, true, r.Source
 			if r.Namespace != ns || r.Network != name {
 				// The record is newer than the entry (it is written before every ADD, and a
@@ -85,7 +90,8 @@ func Current(status []nadv1.NetworkStatus, records []Record) []Attachment {
 		seen[r.Interface] = true
 		out = append(out, Attachment{
 			Namespace: r.Namespace, Network: r.Network, Interface: r.Interface, Index: -1,
-			Attributes: r.Attributes, AttributesKnown: true, Uncertain: r.Uncertain, Managed: true, Source: r.Source,
+			Attributes: r.Attributes, AttributesKnown: true, Uncertain: r.Uncertain,
+			Managed: !r.ClaimBacked, ClaimBacked: r.ClaimBacked, Source: r.Source,
 		})
 	}
 	return out

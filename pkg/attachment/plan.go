@@ -66,7 +66,7 @@ func AssignInterfaces(desired, current []Attachment) []Attachment {
 				continue
 			}
 			for _, c := range current {
-				if taken[c.Interface] || used[c.Interface] || !isGeneratedName(c.Interface) ||
+				if taken[c.Interface] || used[c.Interface] || c.ClaimBacked || !isGeneratedName(c.Interface) ||
 					c.NetworkName() != out[i].NetworkName() || !same(out[i], c) {
 					continue
 				}
@@ -122,7 +122,8 @@ func isGeneratedName(iface string) bool {
 // another writer did) that a desired element of the same network asks for is adopted, or
 // replugged if its attributes differ; one of another network makes that element Refused,
 // like a default-network interface: Multus would refuse the ADD, and a DEL of the name would
-// destroy an interface netplug does not own.
+// destroy an interface netplug does not own. A ClaimBacked attachment (a DRA ResourceClaim's)
+// is never removed, adopted or replugged: an element naming its interface is Refused.
 func Diff(desired, current []Attachment, defaults map[string]bool, holdRemovals bool) Plan {
 	var p Plan
 	currentByInterface := make(map[string]Attachment, len(current))
@@ -147,6 +148,10 @@ func Diff(desired, current []Attachment, defaults map[string]bool, holdRemovals 
 		case defaults[d.Interface]:
 			p.Refused = append(p.Refused, Refusal{Attachment: d, Reason: ReasonInterfaceInUse,
 				Message: fmt.Sprintf("interface %s is the pod's default network interface", d.Interface)})
+			continue
+		case attached && c.ClaimBacked:
+			p.Refused = append(p.Refused, Refusal{Attachment: d, Reason: ReasonInterfaceInUse,
+				Message: fmt.Sprintf("interface %s is held by a ResourceClaim (network %s); the annotation cannot change it", d.Interface, c.NetworkName())})
 			continue
 		case attached && !c.Managed && c.NetworkName() != d.NetworkName():
 			p.Refused = append(p.Refused, Refusal{Attachment: d, Reason: ReasonInterfaceInUse,

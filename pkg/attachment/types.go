@@ -38,6 +38,10 @@ type Attachment struct {
 	// managed attachments are ever removed; the others belong to Multus defaultNetworks, to
 	// DRA claims or to other writers.
 	Managed bool
+	// ClaimBacked is true for a current attachment a DRA ResourceClaim holds (its record has
+	// Origin "claim"): it is never Managed by the annotation path, never removed, adopted or
+	// replugged by it, and a selection element that names its interface is refused.
+	ClaimBacked bool
 	// Source says which source of desired state asked for the attachment (desired only).
 	Source Source
 }
@@ -52,6 +56,8 @@ const (
 	// SourceDevice is a NIC of a netplug device pool that the kubelet allocated to the pod
 	// (PodResources). It is never removed while the pod runs: only the pod's end releases it.
 	SourceDevice Source = "device"
+	// SourceClaim is a DRA ResourceClaim prepared for the pod (plugged by the NRI hook).
+	SourceClaim Source = "claim"
 )
 
 // Attributes are the per-interface requests of a selection element that change what the CNI

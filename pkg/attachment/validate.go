@@ -41,3 +41,14 @@ func validateNetworkRef(namespace, name string) error {
 	}
 	return nil
 }
+
+// ValidateRequest applies the checks of a network-selection element to a request from another
+// source (a DRA claim's configuration): the NAD reference when network is not "", the
+// interface name when not "", the requested IPs (addresses or CIDRs) and MAC. It returns the
+// Problem reason with the error, so that every source says the same thing about the same mistake.
+func ValidateRequest(a Attachment) (string, error) {
+	if a.Network == "" && a.Namespace == "" {
+		a.Namespace, a.Network = "placeholder", "placeholder" // no NAD: inline CNI config
+	}
+	return validateElement(a)
+}

@@ -91,6 +91,10 @@ const (
 	OriginDevice = string(attachment.SourceDevice)
 )
 
+// OriginClaim is the Origin of an interface a DRA ResourceClaim asked for (plugged by the NRI
+// hook at sandbox creation). The annotation path never removes or changes it.
+const OriginClaim = string(attachment.SourceClaim)
+
 // AttributesFrom is the on-disk form of the planner's attributes.
 func AttributesFrom(a attachment.Attributes) Attributes {
 	return Attributes{IPs: slices.Clone(a.IPs), MAC: a.MAC, CNIArgs: maps.Clone(a.CNIArgs)}
@@ -104,10 +108,13 @@ func (a Attributes) Planner() attachment.Attributes {
 // Record is the entry as the planner sees it.
 func (e Entry) Record() attachment.Record {
 	r := attachment.Record{Namespace: e.Namespace, Network: e.Network, Interface: e.Interface,
-		Attributes: e.Attributes.Planner(), Uncertain: e.InFlight != ""}
-	if e.Origin == OriginDevice {
-		r.Source = attachment.SourceDevice // else the annotation's, as every entry before origins
-	}
+		Attributes: e.Attributes.Planner(), Uncertain: e.InFlight != "", ClaimBacked: e.Origin == OriginClaim}
+	switch e.Origin {
+	case OriginDevice:
+		r.Source = attachment.SourceDevice
+	case OriginClaim:
+		r.Source = attachment.SourceClaim
+	} // else the annotation's, as every entry before origins
 	return r
 }
 

@@ -18,7 +18,8 @@
 //	  "releaseWorkers":     2,                                  // workers releasing terminating/deleted pods, 1..64
 //	  "finalizerTimeout":   "5m",                               // after a pod's deletion deadline, when the finalizer goes anyway, > 0
 //	  "multusDaemonConfigPath": "/etc/cni/net.d/multus.d/daemon-config.json", // Multus's own isolation settings; "" ignores them
-//	  "devicePools":        []                                  // device pools (pkg/devices); none: the feature is off
+//	  "devicePools":        [],                                 // device pools (pkg/devices); none: the feature is off
+//	  "dra": {"enabled": false, "cniDevices": 16}               // DRA driver netplug.io; cniDevices 1..128
 //	}
 //
 // Namespace isolation is never more permissive than Multus at pod creation: when the Multus
@@ -74,9 +75,45 @@ type Config struct {
 	MultusDaemonConfigPath string // "multusDaemonConfigPath"
 	// DevicePools are the device pools netplug advertises to the kubelet; none by default.
 	DevicePools []devices.Pool // "devicePools"
+	// DRA configures the DRA driver (netplug.io).
+	DRA DRA // "dra"
 	// Explicit records which of the isolation keys the file set, so Multus's values apply to
 	// the others.
 	Explicit struct{ NamespaceIsolation, GlobalNamespaces bool }
+}
+
+// DRA is the "dra" key: {"enabled": bool, "cniDevices": int}. Unknown keys are errors.
+type DRA struct {
+	Enabled bool
+	// CNIDevices is how many virtual CNI devices the node's ResourceSlice publishes: how many
+	// netplug.io-cni claims the node's pods can hold at once.
+	CNIDevices int
+}
+
+// MaxCNIDevices caps the node's virtual CNI devices (one ResourceSlice holds up to 128).
+const MaxCNIDevices = 128
+
+func parseDRA(cfg *Config, raw json.RawMessage) error {
+	var d struct {
+		Enabled    *bool    `json:"enabled"`
+		CNIDevices *float64 `json:"cniDevices"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return fmt.Errorf(`want {"enabled": bool, "cniDevices": 1..%d}: %w`, MaxCNIDevices, err)
+	}
+	if d.Enabled != nil {
+		cfg.DRA.Enabled = *d.Enabled
+	}
+	if d.CNIDevices != nil {
+		n := *d.CNIDevices
+		if n != math.Trunc(n) || n < 1 || n > MaxCNIDevices {
+			return fmt.Errorf("cniDevices: want an integer 1..%d", MaxCNIDevices)
+		}
+		cfg.DRA.CNIDevices = int(n)
+	}
+	return nil
 }
 
 // Limits and upstream values the validation refers to.
@@ -107,6 +144,7 @@ func Default() Config {
 		ReleaseWorkers:         2,
 		FinalizerTimeout:       5 * time.Minute,
 		MultusDaemonConfigPath: "/etc/cni/net.d/multus.d/daemon-config.json",
+		DRA:                    DRA{CNIDevices: 16},
 	}
 }
 
@@ -147,6 +185,7 @@ var fields = map[string]field{
 	"finalizerTimeout":       durationField(func(c *Config) *time.Duration { return &c.FinalizerTimeout }, false),
 	"multusDaemonConfigPath": parseMultusDaemonConfigPath,
 	devices.PoolsKey:         parseDevicePools,
+	"dra":                    parseDRA,
 }
 
 func parseDevicePools(cfg *Config, raw json.RawMessage) error {

@@ -279,3 +279,32 @@ func TestDevicePools(t *testing.T) {
 		}
 	}
 }
+
+func TestParseDRA(t *testing.T) {
+	for _, tt := range []struct {
+		data    string
+		want    DRA
+		wantErr string
+	}{
+		{data: `{}`, want: DRA{CNIDevices: 16}},
+		{data: `{"dra":{"enabled":true}}`, want: DRA{Enabled: true, CNIDevices: 16}},
+		{data: `{"dra":{"enabled":true,"cniDevices":4}}`, want: DRA{Enabled: true, CNIDevices: 4}},
+		{data: `{"dra":{"enabled":true,"devices":4}}`, wantErr: `unknown field "devices"`},
+		{data: `{"dra":{"cniDevices":0}}`, wantErr: "1..128"},
+		{data: `{"dra":{"cniDevices":129}}`, wantErr: "1..128"},
+		{data: `{"dra":{"cniDevices":2.5}}`, wantErr: "1..128"},
+		{data: `{"dra":{"enabled":"yes"}}`, wantErr: `config key "dra"`},
+		{data: `{"dra":true}`, wantErr: `config key "dra"`},
+	} {
+		cfg, err := Parse([]byte(tt.data))
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%s: error %v, want %q", tt.data, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || cfg.DRA != tt.want {
+			t.Errorf("%s: %+v %v, want %+v", tt.data, cfg.DRA, err, tt.want)
+		}
+	}
+}

@@ -66,7 +66,7 @@ func (c *Controller) sync(ctx context.Context, k key) error {
 	if obs == nil {
 		return err
 	}
-	plan := attachment.PlanWith(obs.selection, obs.devices, obs.status, records(obs.current))
+	plan := attachment.PlanWith(obs.selection, obs.devices, obs.status, append(records(obs.current), records(obs.claims)...))
 	run := c.execute(ctx, obs, plan)
 	return c.commit(ctx, obs, run)
 }
@@ -82,6 +82,9 @@ type observation struct {
 	// devices are the pod's device-backed attachments, nics their NICs by interface (devices.go).
 	devices []attachment.Attachment
 	nics    map[string]devices.NIC
+	// claims are the records of interfaces DRA ResourceClaims hold (Origin "claim"): the NRI
+	// hook plugs and unplugs them; the planner sees them only as names in use.
+	claims []checkpoint.Entry
 }
 
 // observe reads the pod, its selection, network-status, records and READY sandbox. A nil
@@ -135,6 +138,10 @@ func (c *Controller) observe(ctx context.Context, pod *corev1.Pod) (*observation
 	}
 	obs := &observation{pod: pod, selection: sel, status: status, sandbox: *sb}
 	for _, e := range entries {
+		if e.Origin == checkpoint.OriginClaim {
+			obs.claims = append(obs.claims, e)
+			continue
+		}
 		if e.SandboxID == sb.ID {
 			obs.current = append(obs.current, e)
 		} else {

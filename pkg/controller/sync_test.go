@@ -573,3 +573,38 @@ func TestTrimPodKeepsWhatReconcileReads(t *testing.T) {
 		t.Fatal("other objects must pass through")
 	}
 }
+
+// Issue 15: an interface a DRA ResourceClaim holds (recorded with Origin "claim" by the NRI hook)
+// is listed in network-status, but the annotation path never unplugs, adopts or replugs it: a
+// selection that names it is refused, and dropping the selection leaves it alone.
+func TestSyncNeverTouchesAClaimsInterface(t *testing.T) {
+	t.Parallel()
+	status := "[" + podnetStatus + `,{"name":"ns/a","interface":"net1","ips":["10.9.9.9"]}]`
+	f := newFixture(t, []*corev1.Pod{withStatus(runningPod("ns", "p", ""), status)}, nads("ns/a"))
+	sb := sandboxFor("uid-p")
+	claim := checkpoint.Entry{PodNamespace: "ns", PodName: "p", PodUID: "uid-p", SandboxID: sb.ID, NetNS: sb.NetNS,
+		Namespace: "ns", Network: "a", Interface: "net1", Config: []byte(`{"name":"a"}`), Origin: checkpoint.OriginClaim}
+	if err := f.store.Save(claim); err != nil {
+		t.Fatal(err)
+	}
+	f.mustSync("ns", "p")
+	f.annotate("ns", "p", `[{"name":"a","interface":"net1"}]`)
+	f.mustSync("ns", "p")
+	f.annotate("ns", "p", "a")
+	f.mustSync("ns", "p")
+	f.annotate("ns", "p", "")
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"ADD ns/p net2 a", "DEL ns/p net2 a"}) {
+		t.Fatalf("calls %v", calls)
+	}
+	r := f.records("uid-p")
+	if len(r) != 1 || r[0].Origin != checkpoint.OriginClaim || r[0].Adopted || r[0].Interface != "net1" {
+		t.Fatalf("records %+v: the claim's record must stay as the NRI hook wrote it", r)
+	}
+	if got := f.statusOf("ns", "p"); !slices.Equal(got, []string{"ns/a@net1"}) {
+		t.Fatalf("status %v", got)
+	}
+	if !slices.ContainsFunc(f.events(), func(e string) bool { return strings.Contains(e, "ResourceClaim") }) {
+		t.Fatalf("no refusal event naming the claim")
+	}
+}

@@ -98,6 +98,8 @@ type Outcome struct {
 	Record checkpoint.Entry
 	// Status is the interface's network-status entry after a successful ADD or ADOPT.
 	Status *nadv1.NetworkStatus
+	// Result is the CNI result of a successful ADD (a DRA claim's status.devices[].data).
+	Result *cni100.Result
 	// Failure is nil when the step succeeded.
 	Failure *Failure
 	// RestoreErr: a device-pool NIC came back to the host, but its addresses or MTU could not
@@ -163,7 +165,7 @@ func (x *Executor) Add(ctx context.Context, sb Sandbox, a attachment.Attachment,
 		}
 		return out
 	}
-	out.Status = statusFor(result, a)
+	out.Status, out.Result = statusFor(result, a), result
 	return out
 }
 

@@ -1,0 +1,178 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// DRA (issue 15): network interfaces as netplug.io ResourceClaims, plugged by the NRI hook
+// before the pod's containers start. Needs the v2 local cluster (resource.k8s.io/v1, NRI) and
+// the local overlay's dra.enabled.
+func TestDRA(t *testing.T) {
+	runScenarios(t, []scenarioSpec{
+		{name: "one claim is there before the first command", run: testDRAOneClaim},
+		{name: "two claims on one pod", run: testDRATwoClaims},
+		{name: "a bad config is reported and nothing is plugged", run: testDRABadConfig},
+		{name: "pod deletion releases the claim", run: testDRARelease},
+	})
+}
+
+// createClaim creates a ResourceClaim of class netplug.io-cni with one request per config.
+func (s *scenario) createClaim(name string, configs ...map[string]any) {
+	s.t.Helper()
+	claim := &resourceapi.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.ns}}
+	for i, cfg := range configs {
+		req := "nic" + string(rune('0'+i))
+		raw, err := json.Marshal(cfg)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		claim.Spec.Devices.Requests = append(claim.Spec.Devices.Requests, resourceapi.DeviceRequest{Name: req,
+			Exactly: &resourceapi.ExactDeviceRequest{DeviceClassName: "netplug.io-cni"}})
+		claim.Spec.Devices.Config = append(claim.Spec.Devices.Config, resourceapi.DeviceClaimConfiguration{Requests: []string{req},
+			DeviceConfiguration: resourceapi.DeviceConfiguration{Opaque: &resourceapi.OpaqueDeviceConfiguration{
+				Driver: "netplug.io", Parameters: runtime.RawExtension{Raw: raw}}}})
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if _, err := s.kube.ResourceV1().ResourceClaims(s.ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		s.t.Fatalf("creating claim %s: %v", name, err)
+	}
+}
+
+// claimPod is a pod using claims whose first command records whether ifaces exist.
+func (s *scenario) claimPod(name string, claims []string, ifaces ...string) *corev1.Pod {
+	pod := s.newPod(name)
+	var check []string
+	for _, i := range ifaces {
+		check = append(check, "if [ -e /sys/class/net/"+i+" ]; then echo "+i+"=present; else echo "+i+"=absent; fi")
+	}
+	pod.Spec.Containers[0].Command = []string{"sh", "-c", strings.Join(check, "; ") + "; trap 'exit 0' TERM; sleep 3600 & wait"}
+	for _, c := range claims {
+		n := c
+		pod.Spec.ResourceClaims = append(pod.Spec.ResourceClaims, corev1.PodResourceClaim{Name: c, ResourceClaimName: &n})
+		pod.Spec.Containers[0].Resources.Claims = append(pod.Spec.Containers[0].Resources.Claims, corev1.ResourceClaim{Name: c})
+	}
+	return pod
+}
+
+func (s *scenario) inlineBridge(bridge, subnet string) map[string]any {
+	cfg := s.bridgeConfig(bridge, subnet)
+	cfg["cniVersion"], cfg["name"] = "1.0.0", s.ns+"-"+bridge
+	return cfg
+}
+
+func (s *scenario) podLog(name string) string {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	data, err := s.kube.CoreV1().Pods(s.ns).GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	if err != nil {
+		s.t.Fatalf("logs of %s: %v", name, err)
+	}
+	return string(data)
+}
+
+func (s *scenario) waitClaimDevice(name string, index int) resourceapi.AllocatedDeviceStatus {
+	var got resourceapi.AllocatedDeviceStatus
+	waitUntil(s.t, time.Minute, "claim "+name+" status.devices", func(ctx context.Context) (bool, string) {
+		c, err := s.kube.ResourceV1().ResourceClaims(s.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		if len(c.Status.Devices) <= index {
+			return false, "no device status yet"
+		}
+		got = c.Status.Devices[index]
+		return true, ""
+	})
+	return got
+}
+
+// expectNetworkData checks that a device's networkData matches the link in the pod's netns.
+func (s *scenario) expectNetworkData(pod string, d resourceapi.AllocatedDeviceStatus) {
+	s.t.Helper()
+	if d.NetworkData == nil {
+		s.t.Fatalf("device %s has no networkData", d.Device)
+	}
+	link, ok := s.links(pod)[d.NetworkData.InterfaceName]
+	if !ok {
+		s.t.Fatalf("networkData names %s, which the pod does not have", d.NetworkData.InterfaceName)
+	}
+	if !strings.EqualFold(link.MAC, d.NetworkData.HardwareAddress) || !slices.Equal(link.Addrs, d.NetworkData.IPs) {
+		s.t.Fatalf("networkData %+v, link %+v", d.NetworkData, link)
+	}
+	if len(d.Conditions) == 0 || d.Conditions[0].Type != "Ready" || d.Conditions[0].Status != metav1.ConditionTrue || d.Data == nil {
+		s.t.Fatalf("device status %+v", d)
+	}
+}
+
+func testDRAOneClaim(t *testing.T) {
+	s := fw.newScenario(t, "dra1")
+	s.createClaim("c1", map[string]any{"config": s.inlineBridge("npdra1", "10.201.1.0/24"), "interface": "net1"})
+	s.createPod(s.claimPod("p", []string{"c1"}, "net1"))
+	s.waitRunning("p")
+	if log := s.podLog("p"); !strings.Contains(log, "net1=present") {
+		t.Fatalf("the first command did not see net1: %q", log)
+	}
+	s.expectNetworkData("p", s.waitClaimDevice("c1", 0))
+}
+
+func testDRATwoClaims(t *testing.T) {
+	s := fw.newScenario(t, "dra2")
+	s.createBridgeNAD("br", "npdra2", "10.201.2.0/24")
+	s.createClaim("a", map[string]any{"network": "br", "interface": "net1"})
+	s.createClaim("b", map[string]any{"config": s.inlineBridge("npdra3", "10.201.3.0/24"), "interface": "net2"})
+	s.createPod(s.claimPod("p", []string{"a", "b"}, "net1", "net2"))
+	s.waitRunning("p")
+	if log := s.podLog("p"); !strings.Contains(log, "net1=present") || !strings.Contains(log, "net2=present") {
+		t.Fatalf("log %q", log)
+	}
+	s.expectNetworkData("p", s.waitClaimDevice("a", 0))
+	s.expectNetworkData("p", s.waitClaimDevice("b", 0))
+	status, err := secondaryStatus(s.mustGetPod("p"))
+	if err != nil || len(status) < 2 {
+		t.Fatalf("network-status %v %v: the claims' interfaces are listed", status, err)
+	}
+}
+
+func testDRABadConfig(t *testing.T) {
+	s := fw.newScenario(t, "drabad")
+	s.createClaim("bad", map[string]any{"network": "br", "interface": "net1", "default-route": []string{"10.0.0.1"}})
+	pod := s.createPod(s.claimPod("p", []string{"bad"}, "net1"))
+	s.waitEvent(pod, corev1.EventTypeWarning, "FailedPrepareDynamicResources", `unknown field "default-route"`)
+	if p := s.mustGetPod("p"); p.Status.Phase == corev1.PodRunning {
+		t.Fatal("a pod with a bad claim runs")
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	c, err := s.kube.ResourceV1().ResourceClaims(s.ns).Get(ctx, "bad", metav1.GetOptions{})
+	if err != nil || len(c.Status.Devices) != 0 {
+		t.Fatalf("claim %v %v: nothing is plugged or reported", c.Status.Devices, err)
+	}
+}
+
+func testDRARelease(t *testing.T) {
+	s := fw.newScenario(t, "drarel")
+	s.createBridgeNAD("br", "npdra4", "10.201.4.0/24")
+	s.createClaim("c", map[string]any{"network": "br", "interface": "net1"})
+	s.createPod(s.claimPod("p", []string{"c"}, "net1"))
+	s.waitRunning("p")
+	s.waitClaimDevice("c", 0)
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.kube.CoreV1().Pods(s.ns).Delete(ctx, "p", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitIPAM("br") // DEL done: host-local holds no address of the pod
+}
