@@ -8,14 +8,12 @@
 #      ARTIFACTS=DIR    where logs of a failed run go (default: _out/e2e-artifacts in the repo)
 #      E2E_ARGS="..."   extra `go test` arguments, e.g. E2E_ARGS='-run TestNetplug/01'
 set -euo pipefail
-HACK=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(dirname "$HACK")
 # shellcheck source=hack/lib.sh
-source "$HACK/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 # shellcheck source=hack/cluster/common.sh
 source "$HACK/cluster/common.sh"
-# shellcheck source=hack/cluster/session.sh
-source "$HACK/cluster/session.sh"
+# shellcheck source=hack/run/session.sh
+source "$HACK/run/session.sh"
 
 cluster_session e2e
 
