@@ -28,7 +28,7 @@ find /sys/fs/cgroup -maxdepth 3 -type d 2>/dev/null | sort
 section "state directories"
 for d in /run /var/run /var/lib /var/log /etc /opt /var/lib/kubelet /run/containerd /var/lib/containerd /etc/cdi /var/run/cdi /etc/nri /opt/nri "$(dirname "$CLUSTER_DIR")"; do
   [ -d "$d" ] || { echo "$d: absent"; continue; }
-  echo "$d: $(ls -A "$d" | sort | tr '\n' ' ')"
+  echo "$d: $(find "$d" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | tr '\n' ' ')"
 done
 section "sysctls"
 for s in "${TOUCHED_SYSCTLS[@]}" net.ipv4.conf.all.forwarding net.bridge.bridge-nf-call-iptables; do

@@ -174,7 +174,7 @@ spawn etcd etcd --name netplug-e2e --data-dir "$CLUSTER_DIR/etcd" \
   --initial-cluster "netplug-e2e=http://127.0.0.1:$ETCD_PEER_PORT" \
   --listen-metrics-urls "http://127.0.0.1:$ETCD_METRICS_PORT" \
   --unsafe-no-fsync
-spawn containerd containerd --config "$CLUSTER_DIR/containerd/config.toml"
+spawn containerd "$(command -v containerd)" --config "$CLUSTER_DIR/containerd/config.toml"
 wait_for 30 "etcd" curl -sf --max-time 1 "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 step_done "etcd ready"
 
