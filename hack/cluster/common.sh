@@ -62,13 +62,14 @@ HOST_PATHS=(/var/lib/cni /var/log/containers "$POD_RESOURCES_LINK" /var/lib/kube
 FEATURE_GATES=(DynamicResourceAllocation DRAResourceClaimDeviceStatus ResourceHealthStatus)
 
 # feature_gates BINARY GATE...: "G=true,..." for each GATE that BINARY lists in its --help, which
-# names only alpha and beta gates; a GA gate is on already, and may be locked or removed.
+# names only alpha and beta gates ("G=true|false", from 1.37 "kube:G=true|false", and only the
+# gates that component knows); a GA gate is on already, and may be locked or removed.
 feature_gates() {
   local bin=$1 help g out=()
   shift
   help=$("$bin" --help 2>&1 || true)
   for g in "$@"; do
-    if grep -qF " $g=true|false" <<<"$help"; then out+=("$g=true"); fi
+    if grep -qE "[[:space:]:]$g=true\|false" <<<"$help"; then out+=("$g=true"); fi
   done
   (IFS=,; echo "${out[*]}")
 }

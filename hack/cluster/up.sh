@@ -142,9 +142,13 @@ rm -f "$RUN_DIR/images-dir"
 step_done "pki + images"
 
 # Feature gates this Kubernetes still has for what the cluster offers (GA ones are on and may be
-# locked or removed, so they are left out); every component gets the same list.
-GATES=$(feature_gates "$BIN_DIR/kube-apiserver" "${FEATURE_GATES[@]}")
-log "feature gates: ${GATES:-none (all GA)}"
+# locked or removed, so they are left out); each component gets those it knows.
+APISERVER_GATES=$(feature_gates "$BIN_DIR/kube-apiserver" "${FEATURE_GATES[@]}")
+KCM_GATES=$(feature_gates "$BIN_DIR/kube-controller-manager" "${FEATURE_GATES[@]}")
+SCHEDULER_GATES=$(feature_gates "$BIN_DIR/kube-scheduler" "${FEATURE_GATES[@]}")
+GATES=$(feature_gates "$BIN_DIR/kubelet" "${FEATURE_GATES[@]}") # the kubelet's, for its config template
+log "feature gates: apiserver ${APISERVER_GATES:-none}; controller-manager ${KCM_GATES:-none};" \
+  "scheduler ${SCHEDULER_GATES:-none}; kubelet ${GATES:-none}"
 # containerd 2 reads config version 3; the distribution's 1.x (compatibility run) version 2.
 containerd_major=$(containerd --version | awk '{print $3}' | sed 's/^v//' | cut -d. -f1)
 if [ "$containerd_major" -ge 2 ]; then
@@ -193,7 +197,7 @@ spawn kube-apiserver "$BIN_DIR/kube-apiserver" \
   --endpoint-reconciler-type=none \
   --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
   --allow-privileged=true \
-  ${GATES:+--feature-gates=$GATES} \
+  ${APISERVER_GATES:+--feature-gates=$APISERVER_GATES} \
   --runtime-config="$(dra_runtime_config)" \
   --profiling=false --v=1
 
@@ -220,13 +224,13 @@ spawn kube-controller-manager "$BIN_DIR/kube-controller-manager" \
   --controllers='*,-nodeipam,-route,-service-lb-controller,-cloud-node-lifecycle' \
   --node-monitor-period=1s \
   --kube-api-qps=100 --kube-api-burst=200 \
-  ${GATES:+--feature-gates=$GATES} --v=1
+  ${KCM_GATES:+--feature-gates=$KCM_GATES} --v=1
 spawn kube-scheduler "$BIN_DIR/kube-scheduler" \
   --kubeconfig="$PKI_DIR/kube-scheduler.kubeconfig" \
   --authentication-kubeconfig="$PKI_DIR/kube-scheduler.kubeconfig" \
   --authorization-kubeconfig="$PKI_DIR/kube-scheduler.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=10259 --cert-dir="$CLUSTER_DIR/scheduler" \
-  --leader-elect=false ${GATES:+--feature-gates=$GATES} --v=1
+  --leader-elect=false ${SCHEDULER_GATES:+--feature-gates=$SCHEDULER_GATES} --v=1
 spawn multus-daemon env MULTUS_NODE_NAME="$NODE_NAME" "$BIN_DIR/multus-daemon" \
   -config "$CLUSTER_DIR/multus/daemon-config.json"
 # Multus's kubelet client looks for the PodResources socket at /var/lib/kubelet/pod-resources (fixed);
