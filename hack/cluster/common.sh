@@ -52,9 +52,10 @@ TOUCHED_SYSCTLS=(net.ipv4.ip_forward vm.overcommit_memory vm.panic_on_oom kernel
 
 # Paths outside $CLUSTER_DIR that the components create whatever they are told (containerd 1.6's libcni
 # cache, the kubelet's container-log symlinks and its fixed device-plugin socket directory, the
-# pod-resources link cluster-up makes); cluster-up notes which did not exist before, and
-# cluster-down removes only those.
-HOST_PATHS=(/var/lib/cni /var/log/containers "$POD_RESOURCES_LINK" /var/lib/kubelet /run/containerd)
+# pod-resources link cluster-up makes, util-linux's /run/mount/utab that the first mount or umount
+# command on a fresh host creates); cluster-up notes which did not exist before, and cluster-down
+# removes only those.
+HOST_PATHS=(/var/lib/cni /var/log/containers "$POD_RESOURCES_LINK" /var/lib/kubelet /run/containerd /run/mount)
 
 # Feature gates the cluster turns on where the Kubernetes version still gates them: DRA (GA in 1.34),
 # ResourceClaim device status with networkData (GA in 1.37) and Pod allocatedResourcesStatus

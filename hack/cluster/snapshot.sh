@@ -14,8 +14,8 @@ source "$HACK/cluster/common.sh"
 
 section() { printf '## %s\n' "$1"; }
 
-section "processes (cluster components by name)"
-ps -eo comm=,args= | awk '$1 ~ /^(etcd|kube-apiserver|kube-controller|kube-scheduler|kubelet|containerd|containerd-shim|containerd-shim-runc-v2|runc|multus-daemon|multus-shim|pause|netplug-control)$/ {print $1}' | sort | uniq -c
+section "processes (cluster components by name; zombies not counted)"
+ps -eo stat=,comm= | awk '$1 !~ /^Z/ {print $2}' | awk '$1 ~ /^(etcd|kube-apiserver|kube-controller|kube-scheduler|kubelet|containerd|containerd-shim|containerd-shim-runc-v2|runc|multus-daemon|multus-shim|pause|netplug-control)$/ {print $1}' | sort | uniq -c
 section "mounts (mount point, type)"
 awk '{print $5, $(NF-2)}' /proc/self/mountinfo | sort
 section "links"
@@ -26,7 +26,7 @@ ip netns list 2>/dev/null | sort
 section "cgroups (three levels)"
 find /sys/fs/cgroup -maxdepth 3 -type d 2>/dev/null | sort
 section "state directories"
-for d in /run /var/run /var/lib /var/log /etc /opt /var/lib/kubelet /run/containerd /var/lib/containerd /etc/cdi /var/run/cdi /etc/nri /opt/nri "$(dirname "$CLUSTER_DIR")"; do
+for d in /run /var/lib /var/log /etc /opt /var/lib/kubelet /run/containerd /var/lib/containerd /etc/cdi /var/run/cdi /etc/nri /opt/nri "$(dirname "$CLUSTER_DIR")"; do
   [ -d "$d" ] || { echo "$d: absent"; continue; }
   echo "$d: $(find "$d" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | tr '\n' ' ')"
 done

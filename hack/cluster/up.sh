@@ -65,6 +65,17 @@ dra_runtime_config() {
   else echo resource.k8s.io/v1beta1=true,resource.k8s.io/v1beta2=true; fi
 }
 
+# kcm_controllers: all default controllers but the node-IPAM and cloud ones; only those this
+# kube-controller-manager still has are named (1.37 dropped route, service-lb, cloud-node-lifecycle).
+kcm_controllers() {
+  local all c list='*'
+  all=$("$BIN_DIR/kube-controller-manager" --help 2>&1 | grep -m1 'All controllers:' | tr -d ' ') || true
+  for c in node-ipam-controller node-route-controller service-lb-controller cloud-node-lifecycle-controller; do
+    if [[ ",${all#*:}," == *",$c,"* ]]; then list+=",-$c"; fi
+  done
+  echo "$list"
+}
+
 link_pod_resources() {
   mkdir -p "$KUBELET_ROOT/pod-resources" "$(dirname "$POD_RESOURCES_LINK")"
   if [ -L "$POD_RESOURCES_LINK" ] || [ ! -e "$POD_RESOURCES_LINK" ]; then
@@ -221,7 +232,7 @@ spawn kube-controller-manager "$BIN_DIR/kube-controller-manager" \
   --service-account-private-key-file="$PKI_DIR/sa.key" --root-ca-file="$PKI_DIR/ca.crt" \
   --cluster-signing-cert-file="$PKI_DIR/ca.crt" --cluster-signing-key-file="$PKI_DIR/ca.key" \
   --service-cluster-ip-range=10.96.0.0/12 \
-  --controllers='*,-nodeipam,-route,-service-lb-controller,-cloud-node-lifecycle' \
+  --controllers="$(kcm_controllers)" \
   --node-monitor-period=1s \
   --kube-api-qps=100 --kube-api-burst=200 \
   ${KCM_GATES:+--feature-gates=$KCM_GATES} --v=1
