@@ -38,41 +38,41 @@ fuzz: ## Fuzz the annotation parser (FUZZTIME=2m by default).
 	go test ./pkg/attachment -run '^$$' -fuzz FuzzParseSelection -fuzztime $${FUZZTIME:-2m}
 
 e2e: ## Bring the local cluster up, deploy netplug, run the e2e suite, tear down.
-	hack/e2e.sh
+	hack/run/e2e.sh
 
 e2e-run: ## Run the e2e suite against an already running local cluster (make cluster-up image deploy OVERLAY=local).
 	set -a && . $${CLUSTER_DIR:-/var/lib/netplug-e2e}/env && set +a && go test -tags e2e -count=1 -timeout 40m -v ./e2e/... $${E2E_ARGS:-}
 
 cluster-up: ## Local single-node cluster from real binaries (etcd, apiserver, kubelet, containerd, Multus).
-	hack/cluster-up.sh
+	hack/cluster/up.sh
 
 cluster-down: ## Stop the local cluster and remove everything it left on the host.
-	hack/cluster-down.sh
+	hack/cluster/down.sh
 
 image: ## Build the image without a registry or Docker engine and import it into the local containerd.
-	hack/build-image.sh
+	hack/build/image.sh
 
 image-tar: ## Build the image tarball only (_out/netplug-controller.tar), without importing it.
-	hack/build-image.sh --no-import
+	hack/build/image.sh --no-import
 
 manifests: ## Render one YAML for IMAGE:TAG and OVERLAY (containerd, crio, local) into _out/netplug.yaml.
-	hack/render-manifests.sh
+	hack/build/manifests.sh
 
 deploy: manifests ## Apply the rendered YAML to the current KUBECONFIG.
 	kubectl apply -f _out/netplug.yaml
 	kubectl -n netplug-system rollout status ds/netplug --timeout=120s
 
 undeploy: manifests ## Let netplug release terminating pods (2 min at most), delete it, strip its finalizer from every pod, delete the rest.
-	hack/undeploy.sh
+	hack/run/undeploy.sh
 
 bench: ## Hot-plug latency, burst throughput and footprint against raw Multus /delegate (see README "Performance").
-	hack/bench.sh
+	hack/run/bench.sh
 
 soak: ## Churn and faults on the local cluster, then count leaks and drift (see README "Soak").
-	hack/soak.sh
+	hack/run/soak.sh
 
 demo: ## Fresh machine to a hot-plugged interface in one command.
-	hack/demo.sh
+	hack/run/demo.sh
 
 clean:
 	rm -rf bin _out

@@ -113,7 +113,7 @@ func TestAdmissionPolicy(t *testing.T) {
 		patchAsNetplug(unbound, own, annotationPatch(nadv1.NetworkStatusAnnot, status)), nodeNameExtra)
 
 	// Another node, removing netplug's finalizer: allowed (the sweep frees pods of deleted Nodes).
-	// A JSON patch, test-guarded by index, as hack/undeploy.sh does. netplug's own sweep may get
+	// A JSON patch, test-guarded by index, as hack/run/undeploy.sh does. netplug's own sweep may get
 	// there first (ghost-node has no Node object): then the test op fails, and the finalizer is gone.
 	fresh := s.mustGetPod(ghost.Name)
 	if i := slices.Index(fresh.Finalizers, netplugFinalizer); i >= 0 {

@@ -32,7 +32,7 @@ import (
 )
 
 const (
-	// defaultEnvFile is where hack/cluster-up.sh writes the cluster's settings.
+	// defaultEnvFile is where hack/cluster/up.sh writes the cluster's settings.
 	defaultEnvFile = "/var/lib/netplug-e2e/env"
 
 	netplugNamespace = "netplug-system"

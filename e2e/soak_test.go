@@ -37,7 +37,7 @@ import (
 // IPAM allocations, stray host links, interfaces in a netns that network-status does not list
 // (and the reverse), unconverged pods, duplicated or lost entries, and checks that the
 // controller's goroutines and RSS stayed flat. Skipped unless NETPLUG_SOAK=1 (make soak; the CI
-// runs a short version from hack/e2e.sh).
+// runs a short version from hack/run/e2e.sh).
 //
 // env: SOAK_PODS=10 SOAK_CYCLES=500   pods, and edits (a pod deletion and re-creation is one)
 //

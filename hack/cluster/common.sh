@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Paths and helpers shared by cluster-up.sh, cluster-down.sh and e2e.sh. Source it after hack/lib.sh.
+# Paths and helpers shared by cluster/up.sh, cluster/down.sh and run/e2e.sh. Source it after hack/lib.sh.
 #
 # Conventions the e2e suite relies on:
 # - Every process the cluster (or the e2e suite) starts writes its PID to $RUN_DIR/<name>.pid;
@@ -21,6 +21,16 @@ CRICTL_CONFIG=$CLUSTER_DIR/crictl.yaml
 CNI_BIN_DIR=$CLUSTER_DIR/cni/bin
 CNI_CONF_DIR=$CLUSTER_DIR/cni/net.d
 CNI_IPAM_DIR=$CLUSTER_DIR/cni/ipam
+NRI_SOCKET=$CLUSTER_DIR/containerd/nri/nri.sock
+CDI_STATIC_DIR=$CLUSTER_DIR/cdi/static
+CDI_DYNAMIC_DIR=$CLUSTER_DIR/cdi/dynamic
+KUBELET_ROOT=$CLUSTER_DIR/kubelet/root
+# The kubelet serves PodResources at <root-dir>/pod-resources/kubelet.sock; Multus (and a node agent
+# written for a stock kubelet) looks in /var/lib/kubelet/pod-resources, which cluster-up links there.
+POD_RESOURCES_SOCKET=$KUBELET_ROOT/pod-resources/kubelet.sock
+POD_RESOURCES_LINK=/var/lib/kubelet/pod-resources
+# Fixed in the kubelet (k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1.DevicePluginPath), whatever its root dir.
+DEVICE_PLUGIN_DIR=/var/lib/kubelet/device-plugins
 MACVLAN_MASTER=e2emv0
 APISERVER_URL=https://127.0.0.1:6443
 # Not etcd's default ports: a distro etcd started by its package may already hold 2379/2380.
@@ -41,9 +51,29 @@ TOUCHED_SYSCTLS=(net.ipv4.ip_forward vm.overcommit_memory vm.panic_on_oom kernel
                  kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 
 # Paths outside $CLUSTER_DIR that the components create whatever they are told (containerd 1.6's libcni
-# cache, the kubelet's container-log symlinks and its fixed device-plugin socket directory); cluster-up
-# notes which did not exist before, and cluster-down removes only those.
-HOST_PATHS=(/var/lib/cni /var/log/containers /var/lib/kubelet /run/containerd)
+# cache, the kubelet's container-log symlinks and its fixed device-plugin socket directory, the
+# pod-resources link cluster-up makes, util-linux's /run/mount/utab that the first mount or umount
+# command on a fresh host creates); cluster-up notes which did not exist before, and cluster-down
+# removes only those.
+HOST_PATHS=(/var/lib/cni /var/log/containers "$POD_RESOURCES_LINK" /var/lib/kubelet /run/containerd /run/mount)
+
+# Feature gates the cluster turns on where the Kubernetes version still gates them: DRA (GA in 1.34),
+# ResourceClaim device status with networkData (GA in 1.37) and Pod allocatedResourcesStatus
+# (ResourceHealthStatus, beta and on from 1.36).
+FEATURE_GATES=(DynamicResourceAllocation DRAResourceClaimDeviceStatus ResourceHealthStatus)
+
+# feature_gates BINARY GATE...: "G=true,..." for each GATE that BINARY lists in its --help, which
+# names only alpha and beta gates ("G=true|false", from 1.37 "kube:G=true|false", and only the
+# gates that component knows); a GA gate is on already, and may be locked or removed.
+feature_gates() {
+  local bin=$1 help g out=()
+  shift
+  help=$("$bin" --help 2>&1 || true)
+  for g in "$@"; do
+    if grep -qE "[[:space:]:]$g=true\|false" <<<"$help"; then out+=("$g=true"); fi
+  done
+  (IFS=,; echo "${out[*]}")
+}
 
 # kubectl would otherwise write its discovery cache to ~/.kube.
 KUBECACHEDIR=$CLUSTER_DIR/kube-cache

@@ -13,9 +13,8 @@
 # Interfaces of pods stripped in step 3 are not released: their IPs stay allocated in IPAM.
 # Env: FILE (rendered manifests), UNDEPLOY_WAIT (seconds for step 1), KUBECONFIG.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-source "$ROOT/hack/lib.sh"
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 FILE=${FILE:-$ROOT/_out/netplug.yaml}
 UNDEPLOY_WAIT=${UNDEPLOY_WAIT:-120}

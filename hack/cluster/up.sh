@@ -2,14 +2,13 @@
 # Brings up a single-node Kubernetes from real binaries on loopback: etcd, kube-apiserver,
 # containerd (with images imported from files), kube-controller-manager, kube-scheduler, the Multus
 # thick daemon (primary network: a single-plugin bridge .conf) and the kubelet. All state lives in
-# $CLUSTER_DIR; hack/cluster-down.sh removes it and everything the cluster left on the host.
+# $CLUSTER_DIR; hack/cluster/down.sh removes it and everything the cluster left on the host.
 #
 # Writes $CLUSTER_DIR/env (KEY=value lines; `set -a; . $CLUSTER_DIR/env; set +a` exports them) for the
 # e2e suite and the manifests' local overlay. Idempotent: a healthy cluster is left as it is.
 set -euo pipefail
-HACK=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/lib.sh
-source "$HACK/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 # shellcheck source=hack/cluster/common.sh
 source "$HACK/cluster/common.sh"
 
@@ -23,7 +22,7 @@ print_usage_hint() {
   log "all settings: set -a; . $ENV_FILE; set +a"
 }
 
-# On failure, say where to look; a half-started cluster is for hack/cluster-down.sh to remove.
+# On failure, say where to look; a half-started cluster is for hack/cluster/down.sh to remove.
 on_exit() {
   local rc=$?
   [ "$rc" = 0 ] || log "cluster-up failed (exit $rc); logs in $LOG_DIR; clean up with: make cluster-down"
@@ -32,7 +31,8 @@ trap on_exit EXIT
 
 render() { # render TEMPLATE OUT: fill in the @VAR@ placeholders of a hack/cluster template
   sed -e "s|@CLUSTER_DIR@|$CLUSTER_DIR|g" -e "s|@NODE_NAME@|$NODE_NAME|g" \
-      -e "s|@PAUSE_IMAGE@|$PAUSE_IMAGE|g" -e "s|@RUNC@|$(command -v runc)|g" "$HACK/cluster/$1" >"$2"
+      -e "s|@PAUSE_IMAGE@|$PAUSE_IMAGE|g" -e "s|@RUNC@|$(command -v runc)|g" \
+      -e "s|@KUBELET_FEATURE_GATES@|$(sed -e 's/=/: /g' -e 's/,/, /g' <<<"$GATES")|g" "$HACK/cluster/$1" >"$2"
 }
 
 check_ports_free() {
@@ -58,6 +58,33 @@ save_host_state() {
   done >"$HOST_STATE_DIR/preexisting-cgroups" || true
 }
 
+# dra_runtime_config: the apiserver's --runtime-config for DRA: resource.k8s.io/v1 from 1.34 (on by
+# default there; said anyway), the beta versions before.
+dra_runtime_config() {
+  if version_ge "$K8S_VERSION" v1.34.0; then echo resource.k8s.io/v1=true
+  else echo resource.k8s.io/v1beta1=true,resource.k8s.io/v1beta2=true; fi
+}
+
+# kcm_controllers: all default controllers but the node-IPAM and cloud ones; only those this
+# kube-controller-manager still has are named (1.37 dropped route, service-lb, cloud-node-lifecycle).
+kcm_controllers() {
+  local all c list='*'
+  all=$("$BIN_DIR/kube-controller-manager" --help 2>&1 | grep -m1 'All controllers:' | tr -d ' ') || true
+  for c in node-ipam-controller node-route-controller service-lb-controller cloud-node-lifecycle-controller; do
+    if [[ ",${all#*:}," == *",$c,"* ]]; then list+=",-$c"; fi
+  done
+  echo "$list"
+}
+
+link_pod_resources() {
+  mkdir -p "$KUBELET_ROOT/pod-resources" "$(dirname "$POD_RESOURCES_LINK")"
+  if [ -L "$POD_RESOURCES_LINK" ] || [ ! -e "$POD_RESOURCES_LINK" ]; then
+    ln -sfn "$KUBELET_ROOT/pod-resources" "$POD_RESOURCES_LINK"
+  else
+    log "warning: $POD_RESOURCES_LINK exists (another kubelet?); Multus will not see this kubelet's pod resources"
+  fi
+}
+
 write_env_file() {
   cat >"$ENV_FILE.tmp" <<EOF
 CLUSTER_DIR=$CLUSTER_DIR
@@ -79,6 +106,12 @@ APISERVER_URL=$APISERVER_URL
 RUN_DIR=$RUN_DIR
 LOG_DIR=$LOG_DIR
 KUBECACHEDIR=$KUBECACHEDIR
+K8S_VERSION=$K8S_VERSION
+CONTAINERD_VERSION=$(containerd --version | awk '{print $3}')
+NRI_SOCKET=$NRI_SOCKET
+CDI_SPEC_DIRS=$CDI_STATIC_DIR:$CDI_DYNAMIC_DIR
+POD_RESOURCES_SOCKET=$POD_RESOURCES_SOCKET
+DEVICE_PLUGIN_DIR=$DEVICE_PLUGIN_DIR
 EOF
   mv "$ENV_FILE.tmp" "$ENV_FILE"
 }
@@ -91,12 +124,12 @@ if cluster_healthy; then
 fi
 if [ -d "$CLUSTER_DIR" ]; then
   log "found state of a cluster that is not healthy in $CLUSTER_DIR; tearing it down first"
-  "$HACK/cluster-down.sh"
+  "$HACK/cluster/down.sh"
 fi
 T0=$(now_ms)
 STEP_START=$T0
 
-"$HACK/install-deps.sh"
+"$HACK/cluster/install-deps.sh"
 step_done "dependencies"
 
 [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ] || log "note: cgroup v2 host (tested on cgroup v1 hybrid)"
@@ -104,12 +137,13 @@ check_ports_free 6443 10248 10250 10257 10259 "$ETCD_CLIENT_PORT" "$ETCD_PEER_PO
 [ ! -e "$CRI_SOCKET" ] || die "$CRI_SOCKET exists without a cluster; run make cluster-down"
 
 mkdir -p "$RUN_DIR" "$LOG_DIR" "$CLUSTER_DIR"/{etcd,apiserver,kcm,scheduler} \
-  "$CLUSTER_DIR"/containerd "$CNI_BIN_DIR" "$CNI_CONF_DIR" "$CNI_IPAM_DIR" \
+  "$CLUSTER_DIR"/containerd/{tmp,nri/plugins,nri/conf.d} "$CDI_STATIC_DIR" "$CDI_DYNAMIC_DIR" \
+  "$CNI_BIN_DIR" "$CNI_CONF_DIR" "$CNI_IPAM_DIR" \
   "$CLUSTER_DIR"/multus/{certs,run,cache} "$CLUSTER_DIR"/kubelet/{root,pki,pod-logs}
 save_host_state
 
 # Images (cached after the first build) and PKI are independent; build them side by side.
-"$HACK/images/build-local-images.sh" >"$RUN_DIR/images-dir" 2>"$LOG_DIR/images.log" &
+"$HACK/build/images/build-local-images.sh" >"$RUN_DIR/images-dir" 2>"$LOG_DIR/images.log" &
 images_job=$!
 "$HACK/cluster/pki.sh" "$PKI_DIR" "$NODE_NAME" "$CLUSTER_DIR/multus/certs"
 cp "$PKI_DIR/admin.kubeconfig" "$ADMIN_KUBECONFIG"
@@ -118,7 +152,21 @@ IMAGES_DIR=$(<"$RUN_DIR/images-dir")
 rm -f "$RUN_DIR/images-dir"
 step_done "pki + images"
 
-render containerd.toml.in "$CLUSTER_DIR/containerd/config.toml"
+# Feature gates this Kubernetes still has for what the cluster offers (GA ones are on and may be
+# locked or removed, so they are left out); each component gets those it knows.
+APISERVER_GATES=$(feature_gates "$BIN_DIR/kube-apiserver" "${FEATURE_GATES[@]}")
+KCM_GATES=$(feature_gates "$BIN_DIR/kube-controller-manager" "${FEATURE_GATES[@]}")
+SCHEDULER_GATES=$(feature_gates "$BIN_DIR/kube-scheduler" "${FEATURE_GATES[@]}")
+GATES=$(feature_gates "$BIN_DIR/kubelet" "${FEATURE_GATES[@]}") # the kubelet's, for its config template
+log "feature gates: apiserver ${APISERVER_GATES:-none}; controller-manager ${KCM_GATES:-none};" \
+  "scheduler ${SCHEDULER_GATES:-none}; kubelet ${GATES:-none}"
+# containerd 2 reads config version 3; the distribution's 1.x (compatibility run) version 2.
+containerd_major=$(containerd --version | awk '{print $3}' | sed 's/^v//' | cut -d. -f1)
+if [ "$containerd_major" -ge 2 ]; then
+  render containerd.toml.in "$CLUSTER_DIR/containerd/config.toml"
+else
+  render containerd-1.x.toml.in "$CLUSTER_DIR/containerd/config.toml"
+fi
 render kubelet-config.yaml.in "$CLUSTER_DIR/kubelet/config.yaml"
 render multus-daemon-config.json.in "$CLUSTER_DIR/multus/daemon-config.json"
 render podnet.conf.in "$CNI_CONF_DIR/10-netplug-podnet.conf"
@@ -141,7 +189,7 @@ spawn etcd etcd --name netplug-e2e --data-dir "$CLUSTER_DIR/etcd" \
   --initial-cluster "netplug-e2e=http://127.0.0.1:$ETCD_PEER_PORT" \
   --listen-metrics-urls "http://127.0.0.1:$ETCD_METRICS_PORT" \
   --unsafe-no-fsync
-spawn containerd containerd --config "$CLUSTER_DIR/containerd/config.toml"
+spawn containerd "$(command -v containerd)" --config "$CLUSTER_DIR/containerd/config.toml"
 wait_for 30 "etcd" curl -sf --max-time 1 "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 step_done "etcd ready"
 
@@ -160,8 +208,8 @@ spawn kube-apiserver "$BIN_DIR/kube-apiserver" \
   --endpoint-reconciler-type=none \
   --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
   --allow-privileged=true \
-  --feature-gates=DynamicResourceAllocation=true \
-  --runtime-config=resource.k8s.io/v1beta1=true,resource.k8s.io/v1beta2=true \
+  ${APISERVER_GATES:+--feature-gates=$APISERVER_GATES} \
+  --runtime-config="$(dra_runtime_config)" \
   --profiling=false --v=1
 
 # While the apiserver starts: containerd is up within a second; import the images into the CRI namespace.
@@ -184,18 +232,21 @@ spawn kube-controller-manager "$BIN_DIR/kube-controller-manager" \
   --service-account-private-key-file="$PKI_DIR/sa.key" --root-ca-file="$PKI_DIR/ca.crt" \
   --cluster-signing-cert-file="$PKI_DIR/ca.crt" --cluster-signing-key-file="$PKI_DIR/ca.key" \
   --service-cluster-ip-range=10.96.0.0/12 \
-  --controllers='*,-nodeipam,-route,-service-lb-controller,-cloud-node-lifecycle' \
+  --controllers="$(kcm_controllers)" \
   --node-monitor-period=1s \
   --kube-api-qps=100 --kube-api-burst=200 \
-  --feature-gates=DynamicResourceAllocation=true --v=1
+  ${KCM_GATES:+--feature-gates=$KCM_GATES} --v=1
 spawn kube-scheduler "$BIN_DIR/kube-scheduler" \
   --kubeconfig="$PKI_DIR/kube-scheduler.kubeconfig" \
   --authentication-kubeconfig="$PKI_DIR/kube-scheduler.kubeconfig" \
   --authorization-kubeconfig="$PKI_DIR/kube-scheduler.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=10259 --cert-dir="$CLUSTER_DIR/scheduler" \
-  --leader-elect=false --feature-gates=DynamicResourceAllocation=true --v=1
+  --leader-elect=false ${SCHEDULER_GATES:+--feature-gates=$SCHEDULER_GATES} --v=1
 spawn multus-daemon env MULTUS_NODE_NAME="$NODE_NAME" "$BIN_DIR/multus-daemon" \
   -config "$CLUSTER_DIR/multus/daemon-config.json"
+# Multus's kubelet client looks for the PodResources socket at /var/lib/kubelet/pod-resources (fixed);
+# point that at this kubelet's <root>/pod-resources. Another kubelet's directory is left alone.
+link_pod_resources
 # The kubelet need not wait for the others: its node is Ready once containerd sees a CNI config (the
 # bridge .conf is already there), and no pod is created before everything below has answered.
 spawn kubelet "$BIN_DIR/kubelet" \

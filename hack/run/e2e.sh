@@ -8,14 +8,12 @@
 #      ARTIFACTS=DIR    where logs of a failed run go (default: _out/e2e-artifacts in the repo)
 #      E2E_ARGS="..."   extra `go test` arguments, e.g. E2E_ARGS='-run TestNetplug/01'
 set -euo pipefail
-HACK=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(dirname "$HACK")
 # shellcheck source=hack/lib.sh
-source "$HACK/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 # shellcheck source=hack/cluster/common.sh
 source "$HACK/cluster/common.sh"
-# shellcheck source=hack/cluster/session.sh
-source "$HACK/cluster/session.sh"
+# shellcheck source=hack/run/session.sh
+source "$HACK/run/session.sh"
 
 cluster_session e2e
 
@@ -31,3 +29,6 @@ NETPLUG_SOAK=1 SOAK_PODS=${SOAK_PODS:-6} SOAK_CYCLES=${SOAK_CYCLES:-120} SOAK_OU
 # figures are not a test. The real run is `make bench`.
 NETPLUG_BENCH=1 BENCH_PODS=2 BENCH_IFACES=1 BENCH_SCALE_PODS=0 BENCH_OUT="$ROOT/_out/bench-smoke.json" \
   go test -tags e2e -count=1 -timeout 10m -run '^TestBench$' -v ./e2e/
+
+# Last, because it removes netplug: `make undeploy` leaves no pod on netplug's finalizer.
+NETPLUG_E2E_UNINSTALL=1 go test -tags e2e -count=1 -timeout 10m -run '^TestUninstall$' -v ./e2e/

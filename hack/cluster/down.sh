@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Stops the local cluster started by hack/cluster-up.sh and removes everything it left on the host:
+# Stops the local cluster started by hack/cluster/up.sh and removes everything it left on the host:
 # pods (through CNI DEL, so IPAM and Multus release what they hold), the processes recorded in
 # $CLUSTER_DIR/run/*.pid (and nothing else), mounts under $CLUSTER_DIR, the host links the cluster
 # owns (see hack/cluster/common.sh: e2ebr0, e2esec0, e2emv0, bridges named np*), kubepods cgroups,
 # changed sysctls, the paths outside $CLUSTER_DIR the components create on their own, and finally
 # $CLUSTER_DIR itself. Safe to run when nothing is up.
 set -euo pipefail
-HACK=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/lib.sh
-source "$HACK/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 # shellcheck source=hack/cluster/common.sh
 source "$HACK/cluster/common.sh"
 
@@ -67,7 +66,8 @@ kill_orphaned_tasks() {
 # pid file; it is ours if it was started with our containerd's socket as its address.
 kill_stray_shims() {
   local pid
-  for pid in $(pgrep -f "^/usr/bin/containerd-shim-runc-v2 .*-address $CLUSTER_DIR/containerd/containerd.sock" || true); do
+  # The shim is Debian's (/usr/bin) with containerd 1.6, ours ($BIN_DIR, a symlink into the cache) with 2.x.
+  for pid in $(pgrep -f "^[^ ]*/containerd-shim-runc-v2 .*-address $CLUSTER_DIR/containerd/containerd.sock" || true); do
     log "stopping leftover shim $pid (no pid file)"
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

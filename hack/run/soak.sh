@@ -12,14 +12,12 @@
 #      KEEP_CLUSTER=1                 leave the cluster running afterwards
 #      ARTIFACTS=DIR                  where logs of a failed run go (default: _out/soak-artifacts)
 set -euo pipefail
-HACK=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(dirname "$HACK")
 # shellcheck source=hack/lib.sh
-source "$HACK/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 # shellcheck source=hack/cluster/common.sh
 source "$HACK/cluster/common.sh"
-# shellcheck source=hack/cluster/session.sh
-source "$HACK/cluster/session.sh"
+# shellcheck source=hack/run/session.sh
+source "$HACK/run/session.sh"
 
 export SOAK_OUT=${SOAK_OUT:-$ROOT/_out/soak.json}
 

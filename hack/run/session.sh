@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sourced by hack/e2e.sh and hack/bench.sh (after lib.sh and cluster/common.sh, with HACK and ROOT
+# Sourced by hack/run/e2e.sh and hack/run/bench.sh (after lib.sh and cluster/common.sh, with HACK and ROOT
 # set): one run against the local cluster with netplug deployed as its DaemonSet.
 #
 # env: KEEP_CLUSTER=1   leave the cluster running afterwards
@@ -35,7 +35,7 @@ session_exit() {
   if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
     log "KEEP_CLUSTER=1: cluster left running; stop it with: make cluster-down"
   else
-    "$HACK/cluster-down.sh"
+    "$HACK/cluster/down.sh"
   fi
   log "$SESSION_NAME $([ "$rc" = 0 ] && echo PASSED || echo "FAILED (exit $rc)") in $(fmt_ms $(( $(now_ms) - SESSION_T0 )))"
   exit "$rc"
@@ -48,7 +48,7 @@ cluster_session() {
   SESSION_T0=$(now_ms)
   ARTIFACTS=${ARTIFACTS:-$ROOT/_out/$1-artifacts}
   trap session_exit EXIT
-  "$HACK/cluster-up.sh"
+  "$HACK/cluster/up.sh"
   set -a
   # shellcheck source=/dev/null
   source "$ENV_FILE"

@@ -3,18 +3,17 @@
 # import it into the local cluster's containerd when that cluster is up.
 #
 # The image is what images/Dockerfile builds: an empty base, images/rootfs/ and the static binary
-# at /netplug-controller. hack/images/mkimage.sh writes it as a docker-archive ("docker save"
+# at /netplug-controller. hack/build/images/mkimage.sh writes it as a docker-archive ("docker save"
 # format) tarball, which `ctr images import`, `docker load` and `podman load` all read; tar,
 # sha256sum and jq make it, so this needs no extra Go module, tool or engine.
 #
-# Usage: hack/build-image.sh [--no-import]
+# Usage: hack/build/image.sh [--no-import]
 # Env:   IMAGE, TAG     image reference (default localhost/netplug/netplug-controller:dev)
 #        IMAGE_TAR      output tarball (default _out/netplug-controller.tar)
 #        BINARY         use this prebuilt static binary instead of building ./cmd/netplug-controller
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-source "$ROOT/hack/lib.sh"
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 IMAGE=${IMAGE:-localhost/netplug/netplug-controller}
 TAG=${TAG:-dev}
@@ -55,7 +54,7 @@ file -b "$rootfs/netplug-controller" | grep -q 'statically linked' ||
 
 # 2. Pack it: one layer, docker-archive format, same bytes for the same inputs.
 mkdir -p "$(dirname "$IMAGE_TAR")"
-"$ROOT/hack/images/mkimage.sh" "$REF" "$rootfs" "$IMAGE_TAR" '["/netplug-controller"]' >&2
+"$HACK/build/images/mkimage.sh" "$REF" "$rootfs" "$IMAGE_TAR" '["/netplug-controller"]' >&2
 log "built $IMAGE_TAR: $REF ($(du -h "$IMAGE_TAR" | cut -f1))"
 
 # 3. Import into the local cluster's containerd, if there is one to import into.

@@ -4,9 +4,8 @@
 # netplug, then annotates a busybox pod and shows its interfaces before, during and after.
 # The cluster is left running; `make cluster-down` removes it.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-source "$ROOT/hack/lib.sh"
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 NS=netplug-demo
 POD=demo
@@ -55,7 +54,7 @@ plugged() { status_lists net1 && pod_has_link net1; }
 unplugged() { ! status_lists net1 && ! pod_has_link net1; }
 
 section "1/6 Local cluster"
-"$ROOT/hack/cluster-up.sh" # leaves a healthy cluster as it is
+"$HACK/cluster/up.sh" # leaves a healthy cluster as it is
 set -a
 # shellcheck disable=SC1091
 source "$CLUSTER_DIR/env"

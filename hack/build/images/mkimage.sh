@@ -36,7 +36,7 @@ jq -n --argjson entrypoint "$entrypoint" --argjson cmd "$cmd" --arg diff "sha256
     architecture: "amd64", os: "linux", created: "2020-01-01T00:00:00Z",
     config: {Env: $ARGS.positional, Entrypoint: $entrypoint, Cmd: $cmd, WorkingDir: "/"},
     rootfs: {type: "layers", diff_ids: [$diff]},
-    history: [{created: "2020-01-01T00:00:00Z", created_by: "hack/images/mkimage.sh"}]
+    history: [{created: "2020-01-01T00:00:00Z", created_by: "hack/build/images/mkimage.sh"}]
   }' "${env_vars[@]}" > "$work/config.json"
 config_id=$(sha256sum "$work/config.json" | cut -d' ' -f1)
 

@@ -3,9 +3,8 @@
 # Env: IMAGE (repository), TAG (tag, or a sha256:... digest), OVERLAY (containerd | crio | local),
 #      OUT (default _out/netplug.yaml). Needs only kubectl (kustomize is built in) and jq.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-source "$ROOT/hack/lib.sh"
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 IMAGE=${IMAGE:-localhost/netplug/netplug-controller}
 TAG=${TAG:-dev}
