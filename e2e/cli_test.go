@@ -230,13 +230,15 @@ func testCLIFailedAttach(t *testing.T, bin string) {
 
 	s.expectCLI(s.cli(bin, "attach", "p", "broken@cl3", cliWait), cliFailed, "netplug failed to attach "+s.ns+"/broken as cl3", "PlugFailed")
 	s.waitEvent(s.mustGetPod("p"), warning, "PlugFailed", s.ns+"/broken as cl3")
+	// The retry of a failed ADD is a replug (its outcome is unknown: DEL, then ADD), and with the
+	// master missing that DEL fails too: the last Warning is PlugFailed or UnplugFailed.
 	s.waitCLIStatus(bin, "p", "cl3", func(state, reason, message string, _ []string) string {
-		if state != "failed" || reason != "PlugFailed" || !strings.Contains(message, s.ns+"/broken as cl3") {
-			return fmt.Sprintf("state %s, reason %s, message %q; want failed, PlugFailed", state, reason, message)
+		if state != "failed" || (reason != "PlugFailed" && reason != "UnplugFailed") || !strings.Contains(message, s.ns+"/broken") {
+			return fmt.Sprintf("state %s, reason %s, message %q; want failed, PlugFailed or UnplugFailed", state, reason, message)
 		}
 		return ""
 	})
-	s.expectCLI(s.cli(bin, "status", "p"), cliOK, "cl3", "failed", "PlugFailed")
+	s.expectCLI(s.cli(bin, "status", "p"), cliOK, "cl3", "failed")
 	s.expectLinkNames("p")
 
 	s.expectCLI(s.cli(bin, "detach", "p", "cl3", cliWait), cliOK, "detached from cl3")

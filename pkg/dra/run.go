@@ -3,6 +3,7 @@ package dra
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -94,11 +95,16 @@ func Run(ctx context.Context, opts Options, claims *ClaimStore, hook *Hook) erro
 	}
 	defer nri.Stop()
 
+	// The kubelet creates its plugin directory, not the driver's own directory in it.
+	dataDir := filepath.Join(opts.PluginDir, DriverName)
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return fmt.Errorf("creating the DRA plugin directory: %w", err)
+	}
 	helper, err := kubeletplugin.Start(ctx, NewDriver(claims, hook),
 		kubeletplugin.DriverName(DriverName),
 		kubeletplugin.KubeClient(opts.Kube),
 		kubeletplugin.NodeName(opts.NodeName),
-		kubeletplugin.PluginDataDirectoryPath(filepath.Join(opts.PluginDir, DriverName)),
+		kubeletplugin.PluginDataDirectoryPath(dataDir),
 		kubeletplugin.RegistrarDirectoryPath(opts.RegistrarDir),
 	)
 	if err != nil {
