@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -95,6 +96,9 @@ func withLimit(pod *corev1.Pod, r corev1.ResourceName, n int64) *corev1.Pod {
 }
 
 func TestDevicePools(t *testing.T) {
+	if os.Getenv("NETPLUG_E2E_DEVICES") != "1" {
+		t.Skip("device pools are not yet verified on the local cluster: set NETPLUG_E2E_DEVICES=1 with devicePools in the local overlay's config.json")
+	}
 	t.Run("Allocatable", func(t *testing.T) {
 		s := fw.newScenario(t, "dev-alloc")
 		hostVeth(t, "npdev10", "")

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +21,9 @@ import (
 // before the pod's containers start. Needs the v2 local cluster (resource.k8s.io/v1, NRI) and
 // the local overlay's dra.enabled.
 func TestDRA(t *testing.T) {
+	if os.Getenv("NETPLUG_E2E_DRA") != "1" {
+		t.Skip("the DRA driver is not yet verified on the local cluster: set NETPLUG_E2E_DRA=1 with dra.enabled in the local overlay's config.json")
+	}
 	runScenarios(t, []scenarioSpec{
 		{name: "one claim is there before the first command", run: testDRAOneClaim},
 		{name: "two claims on one pod", run: testDRATwoClaims},

@@ -174,11 +174,16 @@ func testForeignInterfaceIsKept(t *testing.T) {
 		t.Fatalf("the other component's ADD: %v", err)
 	}
 	t.Cleanup(func() { _ = client.Del(context.Background(), req) })
-	ip := ""
+	ip, mac := "", ""
 	if len(result.IPs) > 0 {
 		ip = result.IPs[0].Address.IP.String()
 	}
-	s.addStatusEntry("p", nadv1.NetworkStatus{Name: s.ns + "/other", Interface: "ext0", IPs: []string{ip}})
+	for _, i := range result.Interfaces {
+		if i.Name == "ext0" && i.Sandbox != "" {
+			mac = i.Mac
+		}
+	}
+	s.addStatusEntry("p", nadv1.NetworkStatus{Name: s.ns + "/other", Interface: "ext0", IPs: []string{ip}, Mac: mac})
 
 	for _, edit := range []string{"br", "br,br", "[]", ""} {
 		s.setNetworks("p", edit)
