@@ -608,3 +608,28 @@ func TestSyncNeverTouchesAClaimsInterface(t *testing.T) {
 		t.Fatalf("no refusal event naming the claim")
 	}
 }
+
+// Item 8: a pod's selection is parsed once per resourceVersion, so NAD events and resyncs do
+// not re-parse every pod.
+func TestSelectionsAreCachedPerResourceVersion(t *testing.T) {
+	t.Parallel()
+	var c selectionCache
+	pod := runningPod("ns", "p", "a,b")
+	pod.ResourceVersion = "1"
+	first, err := c.get(pod, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := c.get(pod, 32)
+	if &first.Attachments[0] != &again.Attachments[0] {
+		t.Fatal("the same resourceVersion was parsed again")
+	}
+	pod.ResourceVersion, pod.Annotations[nadv1.NetworkAttachmentAnnot] = "2", "c"
+	if edited, _ := c.get(pod, 32); len(edited.Attachments) != 1 || edited.Attachments[0].Network != "c" {
+		t.Fatalf("an edit was served from the cache: %+v", edited)
+	}
+	c.forget(pod.UID)
+	if len(c.entries) != 0 {
+		t.Fatal("a deleted pod stays in the cache")
+	}
+}
