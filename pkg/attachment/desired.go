@@ -20,6 +20,10 @@ type Selection struct {
 	// Problems are elements that cannot be acted on. While there are any, nothing is removed:
 	// a typo must never unplug a working interface.
 	Problems []Problem
+	// AtCreation are the networks ("namespace/name") the pod's selection listed before Multus
+	// set its sandbox up, as netplug saw them: Multus attached those at pod creation because
+	// the pod asked for them, so they are the pod's to remove, like what netplug plugged.
+	AtCreation map[string]bool
 }
 
 // DefaultMaxElements is the default cap on elements in one pod's selection.

@@ -153,7 +153,7 @@ func Diff(desired, current []Attachment, defaults map[string]bool, holdRemovals 
 			p.Refused = append(p.Refused, Refusal{Attachment: d, Reason: ReasonInterfaceInUse,
 				Message: fmt.Sprintf("interface %s is held by a ResourceClaim (network %s); the annotation cannot change it", d.Interface, c.NetworkName())})
 			continue
-		case attached && !c.Managed && c.NetworkName() != d.NetworkName():
+		case attached && !c.Managed && !c.FromCreation && c.NetworkName() != d.NetworkName():
 			p.Refused = append(p.Refused, Refusal{Attachment: d, Reason: ReasonInterfaceInUse,
 				Message: fmt.Sprintf("interface %s is in use by network %s, which netplug did not attach", d.Interface, c.NetworkName())})
 			continue
@@ -171,7 +171,7 @@ func Diff(desired, current []Attachment, defaults map[string]bool, holdRemovals 
 	if !holdRemovals {
 		for _, c := range current {
 			// Device-backed interfaces go with the pod, never with a change of the selection.
-			if !wanted[c.Interface] && c.Managed && c.Source != SourceDevice {
+			if !wanted[c.Interface] && (c.Managed || c.FromCreation) && c.Source != SourceDevice {
 				p.Removes = append(p.Removes, c)
 			}
 		}
@@ -182,9 +182,7 @@ func Diff(desired, current []Attachment, defaults map[string]bool, holdRemovals 
 // PlanFor is the whole decision for one pod: it names the selection's interfaces against what
 // the pod has (network-status and netplug's records) and diffs the two.
 func PlanFor(sel Selection, status []nadv1.NetworkStatus, records []Record) Plan {
-	current := Current(status, records)
-	desired := AssignInterfaces(sel.Attachments, current)
-	return Diff(desired, current, DefaultInterfaces(status), len(sel.Problems) > 0)
+	return PlanWith(sel, nil, status, records)
 }
 
 // PlanWith is PlanFor with the device-backed attachments of the pod (Source SourceDevice, named
@@ -192,6 +190,9 @@ func PlanFor(sel Selection, status []nadv1.NetworkStatus, records []Record) Plan
 // annotation element may take their names.
 func PlanWith(sel Selection, devices []Attachment, status []nadv1.NetworkStatus, records []Record) Plan {
 	current := Current(status, records)
+	for i, c := range current { // see Selection.AtCreation
+		current[i].FromCreation = !c.Managed && !c.ClaimBacked && sel.AtCreation[c.NetworkName()]
+	}
 	desired := AssignInterfaces(append(slices.Clone(sel.Attachments), devices...), current)
 	return Diff(desired, current, DefaultInterfaces(status), len(sel.Problems) > 0)
 }

@@ -42,6 +42,9 @@ type Attachment struct {
 	// Origin "claim"): it is never Managed by the annotation path, never removed, adopted or
 	// replugged by it, and a selection element that names its interface is refused.
 	ClaimBacked bool
+	// FromCreation is true for an unmanaged attachment whose network the pod's selection listed
+	// when Multus set the pod up (Selection.AtCreation): it may be removed like a managed one.
+	FromCreation bool
 	// Source says which source of desired state asked for the attachment (desired only).
 	Source Source
 }

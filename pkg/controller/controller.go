@@ -143,6 +143,8 @@ type Controller struct {
 	locks keyLocks
 	// selections caches each pod's parsed selection by resourceVersion.
 	selections selectionCache
+	// atCreation remembers what pods asked Multus for at creation (see creationSelections).
+	atCreation creationSelections
 	// written maps pod UID to netplug's last status write, so a reconcile never acts on a
 	// cached pod older than its own write.
 	written sync.Map
@@ -356,6 +358,9 @@ func (c *Controller) enqueuePod(obj interface{}) {
 	if !ok || pod.Spec.NodeName != c.opts.NodeName {
 		return
 	}
+	if sel, err := c.selections.get(pod, c.opts.MaxNetworksPerPod); err == nil {
+		c.atCreation.saw(pod, sel)
+	}
 	c.queueFor(pod).Add(key{Namespace: pod.Namespace, Name: pod.Name})
 }
 
@@ -369,6 +374,7 @@ func (c *Controller) podDeleted(obj interface{}) {
 	}
 	c.written.Delete(pod.UID)
 	c.selections.forget(pod.UID)
+	c.atCreation.forget(pod.UID)
 	c.setAttached(pod.UID, 0)
 	c.releases.Add(key{UID: pod.UID})
 }

@@ -82,3 +82,41 @@ func (s *selectionCache) forget(uid types.UID) {
 	delete(s.entries, uid)
 	s.mu.Unlock()
 }
+
+// creationSelections remembers, per pod, the networks its selection listed before Multus set the
+// pod up (while it had no network-status): Multus attached those for the pod, so they are the
+// pod's to remove even if it is edited before netplug first reconciles it while running.
+type creationSelections struct {
+	mu       sync.Mutex
+	networks map[types.UID]map[string]bool
+}
+
+// saw records pod's selection if Multus has not set the pod up yet.
+func (s *creationSelections) saw(pod *corev1.Pod, sel attachment.Selection) {
+	if _, written := pod.Annotations[nadv1.NetworkStatusAnnot]; written || len(sel.Attachments) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.networks == nil {
+		s.networks = map[types.UID]map[string]bool{}
+	}
+	if s.networks[pod.UID] == nil {
+		s.networks[pod.UID] = map[string]bool{}
+	}
+	for _, a := range sel.Attachments {
+		s.networks[pod.UID][a.NetworkName()] = true
+	}
+}
+
+func (s *creationSelections) of(uid types.UID) map[string]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.networks[uid]
+}
+
+func (s *creationSelections) forget(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.networks, uid)
+}

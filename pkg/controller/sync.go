@@ -102,6 +102,8 @@ func (c *Controller) observe(ctx context.Context, pod *corev1.Pod) (*observation
 		return nil, requeueError{reason: "informer cache older than netplug's last write"}
 	}
 	sel, err := c.selections.get(pod, c.opts.MaxNetworksPerPod)
+	c.atCreation.saw(pod, sel)
+	sel.AtCreation = c.atCreation.of(pod.UID) // a copy of the cached value: the cache stays as parsed
 	if errors.Is(err, attachment.ErrTooManyElements) {
 		c.warn(pod, ReasonTooManyNetworks, "%v; no interface was changed", err)
 		return nil, nil
@@ -122,7 +124,7 @@ func (c *Controller) observe(ctx context.Context, pod *corev1.Pod) (*observation
 	for _, p := range sel.Problems {
 		c.warn(pod, p.Reason, "%s; nothing attached is removed until it is fixed", p.Error())
 	}
-	if len(entries) == 0 && len(sel.Attachments) == 0 && !podwriter.HasFinalizer(pod) && !c.wantsDevices(pod) {
+	if len(entries) == 0 && len(sel.Attachments) == 0 && len(sel.AtCreation) == 0 && !podwriter.HasFinalizer(pod) && !c.wantsDevices(pod) {
 		c.setAttached(pod.UID, 0)
 		return nil, nil // the common case costs no I/O beyond one directory read
 	}

@@ -633,3 +633,26 @@ func TestSelectionsAreCachedPerResourceVersion(t *testing.T) {
 		t.Fatal("a deleted pod stays in the cache")
 	}
 }
+
+// Item 5 (found by the soak): an interface Multus attached at creation because the pod asked for
+// it is the pod's to remove even when the selection is edited before netplug first reconciles
+// the running pod (so it was never adopted).
+func TestSyncRemovesWhatThePodAskedMultusForAtCreation(t *testing.T) {
+	t.Parallel()
+	pod := runningPod("ns", "p", "a@net1")
+	pod.Status.Phase = corev1.PodPending
+	f := newFixture(t, []*corev1.Pod{pod}, nads("ns/a"))
+	f.mustSync("ns", "p") // Pending: nothing to do, but netplug has seen what the pod asks for
+	f.update("ns", "p", func(p *corev1.Pod) {
+		p.Status.Phase = corev1.PodRunning
+		p.Annotations[nadv1.NetworkStatusAnnot] = "[" + podnetStatus + `,{"name":"ns/a","interface":"net1"}]`
+		p.Annotations[nadv1.NetworkAttachmentAnnot] = "" // edited before netplug saw it run
+	})
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"DEL ns/p net1 a"}) {
+		t.Fatalf("calls %v", calls)
+	}
+	if got := f.statusOf("ns", "p"); len(got) != 0 {
+		t.Fatalf("status %v", got)
+	}
+}
