@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
@@ -21,8 +23,8 @@ import (
 // before the pod's containers start. Needs the v2 local cluster (resource.k8s.io/v1, NRI) and
 // the local overlay's dra.enabled.
 func TestDRA(t *testing.T) {
-	if os.Getenv("NETPLUG_E2E_DRA") != "1" {
-		t.Skip("the DRA driver is not yet verified on the local cluster: set NETPLUG_E2E_DRA=1 with dra.enabled in the local overlay's config.json")
+	if os.Getenv("NETPLUG_E2E_DRA") == "0" {
+		t.Skip("NETPLUG_E2E_DRA=0")
 	}
 	runScenarios(t, []scenarioSpec{
 		{name: "one claim is there before the first command", run: testDRAOneClaim},
@@ -58,6 +60,10 @@ func (s *scenario) createClaim(name string, configs ...map[string]any) {
 // claimPod is a pod using claims whose first command records whether ifaces exist.
 func (s *scenario) claimPod(name string, claims []string, ifaces ...string) *corev1.Pod {
 	pod := s.newPod(name)
+	// Through the scheduler: it allocates the claims; a pod bound by nodeName skips that and
+	// waits forever for claims nobody allocates.
+	pod.Spec.NodeName = ""
+	pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": s.env.NodeName}
 	var check []string
 	for _, i := range ifaces {
 		check = append(check, "if [ -e /sys/class/net/"+i+" ]; then echo "+i+"=present; else echo "+i+"=absent; fi")
@@ -154,7 +160,7 @@ func testDRABadConfig(t *testing.T) {
 	s := fw.newScenario(t, "drabad")
 	s.createClaim("bad", map[string]any{"network": "br", "interface": "net1", "default-route": []string{"10.0.0.1"}})
 	pod := s.createPod(s.claimPod("p", []string{"bad"}, "net1"))
-	s.waitEvent(pod, corev1.EventTypeWarning, "FailedPrepareDynamicResources", `unknown field "default-route"`)
+	s.waitKubeletEvent(pod, corev1.EventTypeWarning, "FailedPrepareDynamicResources", `unknown field "default-route"`)
 	if p := s.mustGetPod("p"); p.Status.Phase == corev1.PodRunning {
 		t.Fatal("a pod with a bad claim runs")
 	}
@@ -179,4 +185,25 @@ func testDRARelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.waitIPAM("br") // DEL done: host-local holds no address of the pod
+}
+
+// waitKubeletEvent waits for an event on the pod from any component (the kubelet reports a
+// failed prepare), of type and reason, whose message contains contains.
+func (s *scenario) waitKubeletEvent(pod *corev1.Pod, eventType, reason, contains string) {
+	s.t.Helper()
+	waitUntil(s.t, plugTimeout, fmt.Sprintf("%s event %s (%q) on pod %s", eventType, reason, contains, pod.Name), func(ctx context.Context) (bool, string) {
+		list, err := s.kube.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{
+			FieldSelector: fields.Set{"involvedObject.uid": string(pod.UID)}.String()})
+		if err != nil {
+			return false, err.Error()
+		}
+		var seen []string
+		for _, e := range list.Items {
+			if e.Type == eventType && e.Reason == reason && strings.Contains(e.Message, contains) {
+				return true, ""
+			}
+			seen = append(seen, e.Reason+": "+e.Message)
+		}
+		return false, fmt.Sprintf("events so far: %q", seen)
+	})
 }
