@@ -161,7 +161,9 @@ func run(ctx context.Context, f flags) error {
 		ReconcileBudget:    cfg.ReconcileBudget,
 		ReleaseWorkers:     cfg.ReleaseWorkers,
 		FinalizerTimeout:   cfg.FinalizerTimeout,
-		Devices:            devs,
+		// Beside the checkpoints, on the same node-local volume.
+		CreationDir: filepath.Join(filepath.Dir(f.checkpointDir), "created"),
+		Devices:     devs,
 	}, kube, nads, runtime, exec, writer, store, recorder)
 	if err != nil {
 		return err

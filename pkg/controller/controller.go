@@ -62,6 +62,9 @@ type Options struct {
 	FinalizerTimeout time.Duration
 	// StepsInParallel bounds the steps of one pod that run at once (default 4).
 	StepsInParallel int
+	// CreationDir keeps what pods asked Multus for at creation across restarts ("" keeps it in
+	// memory only).
+	CreationDir string
 	// Now is the clock (tests).
 	Now func() time.Time
 	// Devices are the device pools (nil: none configured).
@@ -187,6 +190,7 @@ func New(opts Options, kube kubernetes.Interface, nads nadclient.Interface, rt R
 		recorder:    recorder,
 		attached:    map[types.UID]int{},
 		synced:      make(chan struct{}),
+		atCreation:  creationSelections{dir: opts.CreationDir},
 	}
 	if err := c.podInformer.SetTransform(trimPod); err != nil {
 		return nil, err
@@ -260,6 +264,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("informer caches did not sync: %w", ctx.Err())
 	}
 	c.enqueueOrphans(ctx)
+	c.atCreation.prune(c.podExists)
 	close(c.synced)
 	logger.Info("Starting workers", "plug", c.opts.Workers, "release", c.opts.ReleaseWorkers)
 	var wg sync.WaitGroup

@@ -15,11 +15,13 @@ import (
 	nadfake "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/netplug/netplug/pkg/apitest"
+	"github.com/netplug/netplug/pkg/attachment"
 	"github.com/netplug/netplug/pkg/checkpoint"
 	"github.com/netplug/netplug/pkg/cri"
 	"github.com/netplug/netplug/pkg/executor"
@@ -654,5 +656,27 @@ func TestSyncRemovesWhatThePodAskedMultusForAtCreation(t *testing.T) {
 	}
 	if got := f.statusOf("ns", "p"); len(got) != 0 {
 		t.Fatalf("status %v", got)
+	}
+}
+
+// What a pod asked Multus for at creation survives a netplug restart (the soak found pods
+// created just before a restart and edited just after it keeping those interfaces).
+func TestCreationSelectionsSurviveARestart(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "created")
+	before := creationSelections{dir: dir}
+	pod := runningPod("ns", "p", "a,other/b")
+	sel, err := attachment.ParseSelection(pod.Annotations[nadv1.NetworkAttachmentAnnot], "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before.saw(pod, sel)
+	after := creationSelections{dir: dir} // a new process
+	if got := after.of(pod.UID); !got["ns/a"] || !got["other/b"] || len(got) != 2 {
+		t.Fatalf("after a restart: %v", got)
+	}
+	after.prune(func(types.UID) bool { return false }) // the pod went while netplug was down
+	if got := (&creationSelections{dir: dir}).of(pod.UID); len(got) != 0 {
+		t.Fatalf("a deleted pod's record stays: %v", got)
 	}
 }
