@@ -194,13 +194,7 @@ func (o *attachOptions) run(ctx context.Context, podName, netArg string) error {
 		o.printf("%s\n", plan.after)
 		return nil
 	}
-	var baseline eventBaseline
-	if o.wait > 0 {
-		if baseline, err = o.snapshotEvents(ctx, pod); err != nil {
-			return err
-		}
-	}
-	written, err := o.editNetworks(ctx, pod, func(p *corev1.Pod) (string, bool, error) {
+	written, baseline, err := o.edit(ctx, pod, o.wait > 0, func(p *corev1.Pod) (string, bool, error) {
 		var err error
 		plan, err = planAttach(p, el)
 		return plan.after, plan.write, err

@@ -172,13 +172,7 @@ func (o *detachOptions) run(ctx context.Context, podName, target string) error {
 			return err
 		}
 	}
-	var baseline eventBaseline
-	if o.wait > 0 {
-		if baseline, err = o.snapshotEvents(ctx, pod); err != nil {
-			return err
-		}
-	}
-	written, err := o.editNetworks(ctx, pod, func(p *corev1.Pod) (string, bool, error) {
+	written, baseline, err := o.edit(ctx, pod, o.wait > 0, func(p *corev1.Pod) (string, bool, error) {
 		var err error
 		plan, err = planDetach(p, target)
 		return plan.after, plan.write, err

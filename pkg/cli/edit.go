@@ -83,3 +83,17 @@ func networksPatch(resourceVersion, value string) ([]byte, error) {
 	}
 	return patch, nil
 }
+
+// edit is editNetworks for a command that may --wait: the events are snapshotted first, so the
+// wait only counts what netplug says after this edit.
+func (c *common) edit(ctx context.Context, pod *corev1.Pod, wait bool, edit editFunc) (*corev1.Pod, eventBaseline, error) {
+	var baseline eventBaseline
+	if wait {
+		var err error
+		if baseline, err = c.snapshotEvents(ctx, pod); err != nil {
+			return nil, baseline, err
+		}
+	}
+	written, err := c.editNetworks(ctx, pod, edit)
+	return written, baseline, err
+}

@@ -3,28 +3,17 @@ package health
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/netplug/netplug/pkg/apitest"
 )
 
 func get(t *testing.T, srv *http.Server, path string) (int, string) {
 	t.Helper()
-	ts := httptest.NewServer(srv.Handler)
-	defer ts.Close()
-	resp, err := http.Get(ts.URL + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
+	return apitest.Get(t, srv.Handler, path)
 }
 
 func TestHealthz(t *testing.T) {

@@ -1,31 +1,20 @@
 package metrics
 
 import (
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/netplug/netplug/pkg/apitest"
 
 	"k8s.io/client-go/util/workqueue"
 )
 
 func get(t *testing.T, srv *http.Server, path string) (int, string) {
 	t.Helper()
-	ts := httptest.NewServer(srv.Handler)
-	defer ts.Close()
-	resp, err := http.Get(ts.URL + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
+	return apitest.Get(t, srv.Handler, path)
 }
 
 func TestMetricsExposition(t *testing.T) {
