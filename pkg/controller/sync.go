@@ -9,6 +9,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
 	"github.com/netplug/netplug/pkg/attachment"
@@ -43,10 +44,11 @@ func requeueAfter(err error) time.Duration {
 
 // sync reconciles one key; it is what the workers call, and what the unit tests drive.
 func (c *Controller) sync(ctx context.Context, k key) error {
-	defer c.locks.lock(k.String())()
 	if k.Name == "" {
+		defer c.locks.lock(uidLock(k.UID))()
 		return c.releaseOrphan(ctx, k.UID)
 	}
+	defer c.locks.lock(k.String())()
 	pod, err := c.pods.Pods(k.Namespace).Get(k.Name)
 	if apierrors.IsNotFound(err) {
 		return nil // the delete handler queues the release by UID
@@ -54,6 +56,9 @@ func (c *Controller) sync(ctx context.Context, k key) error {
 	if err != nil {
 		return err
 	}
+	// Also by UID: the release of a deleted pod must not list its records while a reconcile
+	// of it is still writing one (an adoption holds no finalizer to keep the pod meanwhile).
+	defer c.locks.lock(uidLock(pod.UID))()
 	switch {
 	case pod.Spec.NodeName != c.opts.NodeName:
 		return nil // never act on another node's pod
@@ -70,6 +75,8 @@ func (c *Controller) sync(ctx context.Context, k key) error {
 	run := c.execute(ctx, obs, plan)
 	return c.commit(ctx, obs, run)
 }
+
+func uidLock(uid types.UID) string { return "uid/" + string(uid) }
 
 // observation is what one reconcile knows of one pod.
 type observation struct {
