@@ -6,15 +6,19 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 )
 
 // The local overlay's pools (manifests/overlays/local/config.json).
@@ -90,6 +94,45 @@ func (s *scenario) waitAllocatable(r corev1.ResourceName, ok func(int64) bool, w
 	})
 }
 
+// devicePluginDir is the kubelet's device-plugin directory on the local cluster (hack/cluster/common.sh).
+const devicePluginDir = "/var/lib/kubelet/device-plugins"
+
+// pluginDevices asks netplug's device plugin of pool for its devices, as the kubelet does
+// (ListAndWatch, first answer): health by device ID.
+func pluginDevices(ctx context.Context, pool corev1.ResourceName) (map[string]string, error) {
+	sock := filepath.Join(devicePluginDir, "netplug-"+strings.TrimPrefix(string(pool), "netplug.io/")+".sock")
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close() //nolint:errcheck // one call
+	stream, err := pluginapi.NewDevicePluginClient(conn).ListAndWatch(ctx, &pluginapi.Empty{})
+	if err != nil {
+		return nil, err
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, d := range resp.GetDevices() {
+		out[d.GetID()] = d.GetHealth()
+	}
+	return out, nil
+}
+
+// waitDevice waits until the pool's plugin reports device id with health: what the kubelet's
+// device manager then knows (the node's allocatable lags behind it by a status update).
+func (s *scenario) waitDevice(pool corev1.ResourceName, id, health string) {
+	waitUntil(s.t, 60*time.Second, fmt.Sprintf("%s %s in %s", id, health, pool), func(ctx context.Context) (bool, string) {
+		devs, err := pluginDevices(ctx, pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		return devs[id] == health, fmt.Sprint(devs)
+	})
+}
+
 func withLimit(pod *corev1.Pod, r corev1.ResourceName, n int64) *corev1.Pod {
 	pod.Spec.Containers[0].Resources.Limits = corev1.ResourceList{r: *resource.NewQuantity(n, resource.DecimalSI)}
 	return pod
@@ -109,7 +152,7 @@ func TestDevicePools(t *testing.T) {
 	t.Run("NICWithoutNAD", func(t *testing.T) {
 		s := fw.newScenario(t, "dev-b")
 		hostVeth(t, "npdev11", "10.211.0.2/24")
-		s.waitAllocatable(vethPool, func(n int64) bool { return n >= 1 }, "npdev11 in the pool")
+		s.waitDevice(vethPool, "npdev11", pluginapi.Healthy)
 		pod := s.createPod(withLimit(s.newPod("b"), vethPool, 1))
 		pod = s.waitRunning(pod.Name)
 		s.waitEvent(pod, corev1.EventTypeNormal, "DeviceMovedIn", "npdev11")
@@ -133,6 +176,7 @@ func TestDevicePools(t *testing.T) {
 	t.Run("NICWithNAD", func(t *testing.T) {
 		s := fw.newScenario(t, "dev-a")
 		hostVeth(t, "npdev12", "")
+		s.waitDevice(vethPool, "npdev12", pluginapi.Healthy)
 		// Flow a: Multus reads the NAD's resourceName and hands the allocated device to
 		// host-device. A veth has no PCI address, so the NAD names the device (a pool of one).
 		s.createNAD("hostdev", map[string]any{"cniVersion": "0.4.0", "type": "host-device", "device": "npdev12"})
@@ -167,7 +211,7 @@ func TestDevicePools(t *testing.T) {
 	t.Run("UnhealthyAndBack", func(t *testing.T) {
 		s := fw.newScenario(t, "dev-health")
 		hostVeth(t, "npdev13", "")
-		s.waitAllocatable(vethPool, func(n int64) bool { return n >= 1 }, "npdev13 in the pool")
+		s.waitDevice(vethPool, "npdev13", pluginapi.Healthy)
 		before, _ := s.allocatable(context.Background(), vethPool)
 		l, err := netlink.LinkByName("npdev13")
 		if err != nil {
@@ -176,15 +220,17 @@ func TestDevicePools(t *testing.T) {
 		if err := netlink.LinkDel(l); err != nil {
 			t.Fatal(err)
 		}
+		s.waitDevice(vethPool, "npdev13", pluginapi.Unhealthy)
 		s.waitAllocatable(vethPool, func(n int64) bool { return n == before-1 }, "allocatable drops with npdev13 gone")
 		hostVeth(t, "npdev13", "")
+		s.waitDevice(vethPool, "npdev13", pluginapi.Healthy)
 		s.waitAllocatable(vethPool, func(n int64) bool { return n == before }, "allocatable is back")
 	})
 
 	t.Run("KubeletRestart", func(t *testing.T) {
 		s := fw.newScenario(t, "dev-kubelet")
 		hostVeth(t, "npdev14", "")
-		s.waitAllocatable(vethPool, func(n int64) bool { return n >= 1 }, "npdev14 in the pool")
+		s.waitDevice(vethPool, "npdev14", pluginapi.Healthy)
 		kubelet, err := fw.findComponent("kubelet", "kubelet")
 		if err != nil {
 			t.Fatal(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -9,6 +10,18 @@ import (
 	"github.com/netplug/netplug/pkg/config"
 	"github.com/netplug/netplug/pkg/devices"
 )
+
+// hostDevDir is where the DaemonSet mounts the node's /dev, read-only: the health of a
+// character-device pool is whether its node exists on the host.
+const hostDevDir = "/host/dev"
+
+// hostDev is hostDevDir when mounted; netplug run on the host itself reads /dev.
+func hostDev() string {
+	if _, err := os.Stat(hostDevDir); err != nil {
+		return ""
+	}
+	return hostDevDir
+}
 
 // startPools starts discovery, health and one kubelet device plugin per configured pool, and
 // returns the pools' view for the controller; nil when no pool is configured.
@@ -28,7 +41,7 @@ func startPools(ctx context.Context, cfg config.Config, pluginDir, podResourcesS
 		states = append(states, st)
 		src.States[p.ResourceName] = st
 	}
-	w := &devices.Watcher{Sysfs: devices.Sysfs{Root: "/", Kinds: devices.Netlink{}}, States: states, Allocations: pods,
+	w := &devices.Watcher{Sysfs: devices.Sysfs{Root: "/", HostDev: hostDev(), Kinds: devices.Netlink{}}, States: states, Allocations: pods,
 		Tick: time.NewTicker(5 * time.Second).C}
 	if _, err := w.Scan(ctx); err != nil {
 		return nil, err

@@ -37,6 +37,9 @@ type Sysfs struct {
 	Kinds KindResolver
 	// IsDevice reports whether a device node is usable (default: it is a character device).
 	IsDevice func(fs.FileInfo) bool
+	// HostDev is where the node's /dev is seen ("/host/dev" in the DaemonSet, a read-only mount:
+	// a container's own /dev lacks the nodes it was not given); "" reads <Root>/dev.
+	HostDev string
 }
 
 func (s Sysfs) path(p ...string) string { return filepath.Join(append([]string{s.Root}, p...)...) }
@@ -151,7 +154,11 @@ func (s Sysfs) DefaultRouteLinks() (map[string]bool, error) {
 // DevicePresent reports whether the device node at path (absolute on the node) is there and
 // usable.
 func (s Sysfs) DevicePresent(path string) bool {
-	fi, err := os.Stat(s.path(path))
+	node := s.path(path)
+	if rest, ok := strings.CutPrefix(path, "/dev/"); ok && s.HostDev != "" {
+		node = filepath.Join(s.HostDev, rest)
+	}
+	fi, err := os.Stat(node)
 	if err != nil {
 		return false
 	}

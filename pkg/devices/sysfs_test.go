@@ -181,6 +181,12 @@ func TestDevicePresent(t *testing.T) {
 	if !(Sysfs{Root: "/"}).DevicePresent("/dev/null") {
 		t.Error("/dev/null is not a character device")
 	}
+	// In the DaemonSet the node's /dev is mounted apart from the root of sysfs.
+	hostDev := newTree(t)
+	hostDev.write("net/tun", "")
+	if !(Sysfs{Root: tr.root + "/nowhere", HostDev: hostDev.root, IsDevice: anyFile}).DevicePresent("/dev/net/tun") {
+		t.Error("the node's /dev at HostDev is not read")
+	}
 }
 
 func TestMatch(t *testing.T) {
