@@ -3,14 +3,10 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -96,24 +92,10 @@ const (
 	benchScaleIdle = 30 * time.Second
 	// benchCreateParallelism bounds concurrent pod creations.
 	benchCreateParallelism = 50
-	// benchFakeNode is the Node object the scale part binds its never-running pods to.
-	benchFakeNode = "bench-other"
-	// clockTicks is USER_HZ, the unit of utime/stime in /proc/PID/stat.
-	clockTicks = 100
-	// netplugMetricsURL is netplug's /metrics: the local overlay runs it on the host network.
-	netplugMetricsURL = "http://127.0.0.1:9090/metrics"
 )
 
 // ---------------------------------------------------------------------------------------------
 // Parameters.
-
-type benchParams struct {
-	Pods      int    `json:"pods"`
-	Ifaces    int    `json:"ifaces"`
-	ScalePods int    `json:"scale_pods"`
-	LocalPods int    `json:"local_pods"`
-	Out       string `json:"-"`
-}
 
 func benchParamsFromEnv() (benchParams, error) {
 	p := benchParams{Pods: 50, Ifaces: 2, LocalPods: 110, Out: filepath.Join("_out", "bench.json")}
@@ -152,126 +134,8 @@ func benchParamsFromEnv() (benchParams, error) {
 	return p, nil
 }
 
-// moduleRoot is the nearest directory at or above the working directory holding go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod at or above %s", dir)
-		}
-	}
-}
-
 // ---------------------------------------------------------------------------------------------
 // Results.
-
-type benchResult struct {
-	Params  benchParams `json:"params"`
-	Started string      `json:"started"`
-	Node    string      `json:"node"`
-	Failed  bool        `json:"failed"`
-	// Netplug's configuration: Workers is also the raw burst's parallelism.
-	Workers  int     `json:"netplug_workers"`
-	APIQPS   float32 `json:"netplug_api_qps"`
-	APIBurst int     `json:"netplug_api_burst"`
-
-	PodsReadyMs float64 `json:"pods_ready_ms"`
-
-	PlugBurst   *latencyStats `json:"netplug_plug_burst,omitempty"`
-	UnplugBurst *latencyStats `json:"netplug_unplug_burst,omitempty"`
-	RawAdd      *latencyStats `json:"raw_add_burst,omitempty"`
-	RawDel      *latencyStats `json:"raw_del_burst,omitempty"`
-
-	SinglePlug   *latencyStats `json:"netplug_single_plug,omitempty"`
-	SingleUnplug *latencyStats `json:"netplug_single_unplug,omitempty"`
-	SingleRawAdd *latencyStats `json:"raw_single_add,omitempty"`
-	SingleRawDel *latencyStats `json:"raw_single_del,omitempty"`
-
-	BurstRatio             float64 `json:"burst_ratio_netplug_over_raw,omitempty"`
-	UnplugBurstRatio       float64 `json:"unplug_burst_ratio_netplug_over_raw,omitempty"`
-	SingleP50Ratio         float64 `json:"single_plug_p50_ratio_netplug_over_raw,omitempty"`
-	SingleP50DeltaMs       float64 `json:"single_plug_p50_delta_ms,omitempty"`
-	SingleUnplugP50DeltaMs float64 `json:"single_unplug_p50_delta_ms,omitempty"`
-
-	Phases []*phaseCost `json:"phases"`
-	Scale  *scaleResult `json:"scale,omitempty"`
-	Notes  []string     `json:"notes,omitempty"`
-	mu     sync.Mutex   `json:"-"`
-	byName map[string]*phaseCost
-}
-
-func (r *benchResult) addPhase(p *phaseCost) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.Phases = append(r.Phases, p)
-	if r.byName == nil {
-		r.byName = map[string]*phaseCost{}
-	}
-	r.byName[p.Phase] = p
-}
-
-func (r *benchResult) phase(name string) *phaseCost {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.byName[name]
-}
-
-func (r *benchResult) note(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	t.Log(msg)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.Notes = append(r.Notes, msg)
-}
-
-type scaleResult struct {
-	FakePods        int           `json:"fake_pods"`
-	FakeCreateMs    float64       `json:"fake_pods_create_ms"`
-	LocalPods       int           `json:"local_pods"`
-	LocalReadyMs    float64       `json:"local_pods_ready_ms"`
-	BaselineRSSMiB  float64       `json:"baseline_rss_mib"`
-	Idle            *phaseCost    `json:"idle,omitempty"`
-	Burst           *latencyStats `json:"plug_burst,omitempty"`
-	UnplugBurst     *latencyStats `json:"unplug_burst,omitempty"`
-	BurstCost       *phaseCost    `json:"plug_burst_cost,omitempty"`
-	FakeDeleteMs    float64       `json:"fake_pods_delete_ms"`
-	LocalTeardownMs float64       `json:"local_pods_teardown_ms"`
-}
-
-// latencyStats summarises per-pod (or per-call) latencies; BurstMs is first start to last done.
-type latencyStats struct {
-	Count   int     `json:"count"`
-	P50Ms   float64 `json:"p50_ms"`
-	P95Ms   float64 `json:"p95_ms"`
-	P99Ms   float64 `json:"p99_ms"`
-	MaxMs   float64 `json:"max_ms"`
-	BurstMs float64 `json:"burst_ms,omitempty"`
-}
-
-func summarize(latencies []time.Duration, burst time.Duration) *latencyStats {
-	sorted := slices.Clone(latencies)
-	slices.Sort(sorted)
-	s := &latencyStats{Count: len(sorted), BurstMs: ms(burst)}
-	if len(sorted) == 0 {
-		return s
-	}
-	// Nearest rank: the smallest value with at least p% of the values at or below it.
-	rank := func(p float64) float64 {
-		i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
-		return ms(sorted[max(i, 0)])
-	}
-	s.P50Ms, s.P95Ms, s.P99Ms, s.MaxMs = rank(50), rank(95), rank(99), ms(sorted[len(sorted)-1])
-	return s
-}
-
-func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/10) / 100 }
 
 // ---------------------------------------------------------------------------------------------
 // The bench and its clients.
@@ -429,8 +293,6 @@ func (b *bench) runHotplug(t *testing.T, res *benchResult) {
 		b.deletePods(t, s.ns, "", 5*time.Minute)
 	})
 }
-
-func round2(f float64) float64 { return math.Round(f*100) / 100 }
 
 func podNames(prefix string, n int) []string {
 	names := make([]string, n)
@@ -1170,157 +1032,6 @@ func unpluggedCheck(want map[string]string) podCheck {
 // ---------------------------------------------------------------------------------------------
 // Process cost from /proc.
 
-// procSample is one reading of a process, and of the host's CPU counters.
-type procSample struct {
-	at              time.Time
-	cpuTicks        uint64 // utime + stime
-	rssKiB, hwmKiB  uint64 // VmRSS, VmHWM (peak RSS since the process started)
-	anonKiB         uint64 // RssAnon: heap, stacks; the rest of VmRSS is mostly the binary's pages
-	hostBusy, total uint64 // /proc/stat "cpu" line: non-idle and all ticks, over all CPUs
-	multusTicks     uint64
-}
-
-// processMonitor reads the netplug-controller process of the node's netplug pod (and, for
-// context, the Multus daemon and the host's CPU counters).
-type processMonitor struct {
-	pid, multusPID int
-	startTicks     string
-	podUID         types.UID
-	restarts       int32
-}
-
-func newProcessMonitor(t *testing.T) (*processMonitor, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-	defer cancel()
-	pod, err := fw.netplugPod(ctx)
-	if err != nil {
-		return nil, err
-	}
-	pids, err := containerProcesses(pod.UID, "netplug-controller")
-	if err != nil {
-		return nil, fmt.Errorf("scanning /proc: %w", err)
-	}
-	if len(pids) != 1 {
-		return nil, fmt.Errorf("found %d netplug-controller processes in pod %s (%v), want 1", len(pids), pod.Name, pids)
-	}
-	ticks, err := startTicks(pids[0])
-	if err != nil {
-		return nil, err
-	}
-	m := &processMonitor{pid: pids[0], startTicks: ticks, podUID: pod.UID, restarts: restarts(pod)}
-	if d, err := fw.findMultusDaemon(); err == nil {
-		m.multusPID = d.pid
-	} else {
-		t.Logf("Multus daemon CPU not measured: %v", err)
-	}
-	t.Logf("measuring netplug-controller pid %d (pod %s)", m.pid, pod.Name)
-	return m, nil
-}
-
-func (m *processMonitor) sample() (procSample, error) {
-	s := procSample{at: time.Now()}
-	ticks, err := startTicks(m.pid)
-	if err != nil || ticks != m.startTicks {
-		return s, fmt.Errorf("netplug-controller pid %d is gone: it restarted or crashed", m.pid)
-	}
-	if s.cpuTicks, err = cpuTicks(m.pid); err != nil {
-		return s, err
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.pid))
-	if err != nil {
-		return s, err
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		key, rest, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		fields := strings.Fields(rest) // "12345 kB"
-		if len(fields) == 0 {
-			continue
-		}
-		v, _ := strconv.ParseUint(fields[0], 10, 64)
-		switch key {
-		case "VmRSS":
-			s.rssKiB = v
-		case "VmHWM":
-			s.hwmKiB = v
-		case "RssAnon":
-			s.anonKiB = v
-		}
-	}
-	if m.multusPID > 0 {
-		s.multusTicks, _ = cpuTicks(m.multusPID)
-	}
-	s.hostBusy, s.total = hostCPU()
-	return s, nil
-}
-
-// cpuTicks is utime + stime of the process (fields 14 and 15 of /proc/PID/stat).
-func cpuTicks(pid int) (uint64, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	fields := strings.Fields(string(stat[i+1:])) // fields[0] is field 3, the state
-	if len(fields) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	utime, err1 := strconv.ParseUint(fields[11], 10, 64)
-	stime, err2 := strconv.ParseUint(fields[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return utime + stime, nil
-}
-
-// hostCPU returns the busy and total ticks of all CPUs from /proc/stat (0, 0 if unreadable).
-func hostCPU() (busy, total uint64) {
-	raw, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(raw), "\n")
-	fields := strings.Fields(line)
-	if len(fields) < 5 || fields[0] != "cpu" {
-		return 0, 0
-	}
-	// user nice system idle iowait irq softirq steal; guest time is already counted in user.
-	for i, f := range fields[1:min(len(fields), 9)] {
-		v, _ := strconv.ParseUint(f, 10, 64)
-		total += v
-		if i != 3 && i != 4 { // idle, iowait
-			busy += v
-		}
-	}
-	return busy, total
-}
-
-func kib2mib(k uint64) float64 { return round2(float64(k) / 1024) }
-
-// phaseCost is what netplug-controller spent during one phase of the bench.
-type phaseCost struct {
-	Phase       string  `json:"phase"`
-	WallS       float64 `json:"wall_s"`
-	CPUS        float64 `json:"cpu_s"`
-	CPUPercent  float64 `json:"cpu_percent_of_one_core"`
-	RSSStartMiB float64 `json:"rss_start_mib"`
-	RSSEndMiB   float64 `json:"rss_end_mib"`
-	RSSPeakMiB  float64 `json:"rss_peak_sampled_mib"`
-	HWMMiB      float64 `json:"vmhwm_mib"`
-	// AnonPeakMiB is the sampled peak of RssAnon: what the controller allocates, without the
-	// file-backed pages of its executable that VmRSS also counts.
-	AnonPeakMiB float64 `json:"rss_anon_peak_sampled_mib"`
-	// For context: the Multus daemon's CPU and the whole host's (2 cores = 200%).
-	MultusCPUS     float64       `json:"multus_cpu_s"`
-	HostCPUPercent float64       `json:"host_cpu_percent"`
-	Metrics        *metricsDelta `json:"netplug_metrics,omitempty"`
-}
-
 // measure runs fn as the named phase and records netplug's CPU and memory over it; the RSS is
 // sampled every 100 ms for the phase's peak. A controller that restarted fails the test.
 func (b *bench) measure(t *testing.T, res *benchResult, name string, fn func()) (cost *phaseCost) {
@@ -1394,249 +1105,15 @@ func (b *bench) controllerLogs() string {
 // ---------------------------------------------------------------------------------------------
 // netplug's own metrics, before and after a phase: where its time went.
 
-// promSnapshot maps "name{labels}" to the value of every sample of one /metrics scrape; nil when
-// netplug's /metrics could not be read (the figures are then left out, nothing fails).
-type promSnapshot map[string]float64
-
-func scrapeMetrics() promSnapshot {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, netplugMetricsURL, nil)
-	if err != nil {
-		return nil
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return nil
-	}
-	snap := promSnapshot{}
-	for _, line := range strings.Split(string(body), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			snap[line[:i]] = v
-		}
-	}
-	return snap
-}
-
-// sum adds the samples of metric name whose labels include every one of labels (`k="v"`).
-func (p promSnapshot) sum(name string, labels ...string) float64 {
-	var total float64
-	for series, v := range p {
-		n, lbls, _ := strings.Cut(series, "{")
-		if n != name {
-			continue
-		}
-		matches := true
-		for _, l := range labels {
-			matches = matches && strings.Contains(lbls, l)
-		}
-		if matches {
-			total += v
-		}
-	}
-	return total
-}
-
-// metricsDelta is what netplug's histograms recorded during a phase.
-type metricsDelta struct {
-	Adds           int     `json:"delegate_adds"`
-	AddAvgMs       float64 `json:"delegate_add_avg_ms"`
-	Dels           int     `json:"delegate_dels"`
-	DelAvgMs       float64 `json:"delegate_del_avg_ms"`
-	Reconciles     int     `json:"reconciles"`
-	ReconcileAvgMs float64 `json:"reconcile_avg_ms"`
-	QueueWaitAvgMs float64 `json:"queue_wait_avg_ms"`
-	Failures       int     `json:"failures"`
-}
-
-func (p promSnapshot) delta(after promSnapshot) *metricsDelta {
-	if p == nil || after == nil {
-		return nil
-	}
-	diff := func(name string, labels ...string) float64 {
-		return after.sum(name, labels...) - p.sum(name, labels...)
-	}
-	avg := func(histogram string, labels ...string) (int, float64) {
-		n := diff(histogram+"_count", labels...)
-		if n <= 0 {
-			return 0, 0
-		}
-		return int(n), round2(1000 * diff(histogram+"_sum", labels...) / n)
-	}
-	m := &metricsDelta{}
-	m.Adds, m.AddAvgMs = avg("netplug_plug_duration_seconds", `operation="add"`)
-	m.Dels, m.DelAvgMs = avg("netplug_plug_duration_seconds", `operation="del"`)
-	m.Reconciles, m.ReconcileAvgMs = avg("netplug_reconcile_duration_seconds")
-	_, m.QueueWaitAvgMs = avg("netplug_workqueue_queue_duration_seconds", `name="pods"`)
-	m.Failures = int(diff("netplug_failures_total"))
-	return m
-}
-
 // ---------------------------------------------------------------------------------------------
 // Part 6: the report, as Markdown on stdout and JSON in BENCH_OUT.
-
-const (
-	targetBurstRatio    = 1.5
-	targetSingleDeltaMs = 50
-	targetRSSMiB        = 50
-	targetIdleCPU       = 1.0 // % of one core: "~0"
-)
 
 func (b *bench) report(t *testing.T, res *benchResult) {
 	md := res.markdown()
 	fmt.Print("\n" + md + "\n")
-	raw, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		t.Errorf("encoding the results: %v", err)
-		return
-	}
-	if err := os.MkdirAll(filepath.Dir(res.Params.Out), 0o755); err != nil {
-		t.Errorf("writing the results: %v", err)
-		return
-	}
-	if err := os.WriteFile(res.Params.Out, append(raw, '\n'), 0o644); err != nil {
+	if err := writeJSON(res.Params.Out, res); err != nil {
 		t.Errorf("writing the results: %v", err)
 		return
 	}
 	t.Logf("results written to %s", res.Params.Out)
-}
-
-func verdict(ok bool) string {
-	if ok {
-		return "ok"
-	}
-	return "**MISSED**"
-}
-
-func fmtStats(s *latencyStats) string {
-	if s == nil {
-		return "–"
-	}
-	return fmt.Sprintf("%.0f / %.0f / %.0f / %.0f ms", s.P50Ms, s.P95Ms, s.P99Ms, s.MaxMs)
-}
-
-func fmtBurst(s *latencyStats) string {
-	if s == nil {
-		return "–"
-	}
-	return fmt.Sprintf("%.2f s", s.BurstMs/1000)
-}
-
-func fmtP50(s *latencyStats) string {
-	if s == nil {
-		return "–"
-	}
-	return fmt.Sprintf("%.1f ms", s.P50Ms)
-}
-
-// markdown renders every figure the run produced; parts that did not run are left out.
-func (r *benchResult) markdown() string {
-	var sb strings.Builder
-	row := func(cells ...string) { sb.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
-	n, k := r.Params.Pods, r.Params.Ifaces
-	fmt.Fprintf(&sb, "### netplug bench: %d pods × %d interfaces, node %s, %d netplug workers (raw parallelism), %s%s\n\n",
-		n, k, r.Node, r.Workers, r.Started, map[bool]string{true: " — RUN FAILED, figures incomplete", false: ""}[r.Failed])
-	row("metric", "netplug", "raw /delegate", "netplug vs raw", "target")
-	row("---", "---", "---", "---", "---")
-	if r.PlugBurst != nil {
-		cmp, target := "–", "≤ 1.5×"
-		if r.RawAdd != nil {
-			cmp = fmt.Sprintf("%.2f×", r.BurstRatio)
-			target += " " + verdict(r.BurstRatio <= targetBurstRatio)
-		}
-		row(fmt.Sprintf("plug burst %d×%d: first patch → last pod done", n, k), fmtBurst(r.PlugBurst), fmtBurst(r.RawAdd), cmp, target)
-		row("plug per pod p50 / p95 / p99 / max ¹", fmtStats(r.PlugBurst), fmtStats(r.RawAdd), "", "")
-	}
-	if r.UnplugBurst != nil {
-		cmp := "–"
-		if r.RawDel != nil {
-			cmp = fmt.Sprintf("%.2f×", r.UnplugBurstRatio)
-		}
-		row(fmt.Sprintf("unplug burst %d×%d", n, k), fmtBurst(r.UnplugBurst), fmtBurst(r.RawDel), cmp, "")
-		row("unplug per pod p50 / p95 / p99 / max ¹", fmtStats(r.UnplugBurst), fmtStats(r.RawDel), "", "")
-	}
-	if r.SinglePlug != nil {
-		cmp, target := "–", "≤ raw + 50 ms"
-		if r.SingleRawAdd != nil {
-			cmp = fmt.Sprintf("%+.1f ms (%.2f×)", r.SingleP50DeltaMs, r.SingleP50Ratio)
-			target += " " + verdict(r.SingleP50DeltaMs <= targetSingleDeltaMs)
-		}
-		row(fmt.Sprintf("single plug p50 (1 pod, 1 iface, %d×)", r.SinglePlug.Count), fmtP50(r.SinglePlug), fmtP50(r.SingleRawAdd), cmp, target)
-		row("single plug p50 / p95 / p99 / max", fmtStats(r.SinglePlug), fmtStats(r.SingleRawAdd), "", "")
-		cmp = "–"
-		if r.SingleRawDel != nil {
-			cmp = fmt.Sprintf("%+.1f ms", r.SingleUnplugP50DeltaMs)
-		}
-		row("single unplug p50", fmtP50(r.SingleUnplug), fmtP50(r.SingleRawDel), cmp, "")
-	}
-	if p := r.phase(fmt.Sprintf("netplug plug burst %dx%d", n, k)); p != nil {
-		row("netplug CPU per plugged interface (burst)", fmt.Sprintf("%.1f ms", 1000*p.CPUS/float64(n*k)), "", "", "")
-	}
-	sb.WriteString("\n¹ netplug: from the pod's own patch until network-status lists all its interfaces and they are up in its netns. " +
-		"raw: from the burst's start until the pod's last /delegate call returned.\n\n")
-
-	if len(r.Phases) > 0 {
-		sb.WriteString("netplug-controller by phase (CPU from /proc/PID/stat, RSS sampled every 100 ms; VmHWM is the process's lifetime peak; " +
-			"host CPU: 100% = one core busy)\n\n")
-		row("phase", "wall", "netplug CPU", "% of a core", "RSS start / end / peak", "RssAnon peak", "VmHWM", "Multus CPU", "host CPU",
-			"netplug ADD / DEL avg", "reconcile avg", "queue wait avg")
-		row("---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:")
-		for _, p := range r.Phases {
-			addDel, rec, queue := "–", "–", "–"
-			if m := p.Metrics; m != nil {
-				addDel = fmt.Sprintf("%.1f ms ×%d / %.1f ms ×%d", m.AddAvgMs, m.Adds, m.DelAvgMs, m.Dels)
-				rec = fmt.Sprintf("%.1f ms ×%d", m.ReconcileAvgMs, m.Reconciles)
-				queue = fmt.Sprintf("%.1f ms", m.QueueWaitAvgMs)
-			}
-			row(p.Phase, fmt.Sprintf("%.2f s", p.WallS), fmt.Sprintf("%.2f s", p.CPUS), fmt.Sprintf("%.1f%%", p.CPUPercent),
-				fmt.Sprintf("%.1f / %.1f / %.1f MiB", p.RSSStartMiB, p.RSSEndMiB, p.RSSPeakMiB), fmt.Sprintf("%.1f MiB", p.AnonPeakMiB),
-				fmt.Sprintf("%.1f MiB", p.HWMMiB),
-				fmt.Sprintf("%.2f s", p.MultusCPUS), fmt.Sprintf("%.0f%%", p.HostCPUPercent), addDel, rec, queue)
-		}
-		sb.WriteString("\n")
-	}
-
-	if sc := r.Scale; sc != nil {
-		fmt.Fprintf(&sb, "Scale: %d pods bound to fake node %s (created in %.1f s) + %d running local pods (ready in %.1f s)\n\n",
-			sc.FakePods, benchFakeNode, sc.FakeCreateMs/1000, sc.LocalPods, sc.LocalReadyMs/1000)
-		row("metric", "value", "target")
-		row("---", "---", "---")
-		row("netplug RSS before the scale part", fmt.Sprintf("%.1f MiB", sc.BaselineRSSMiB), "")
-		if p := sc.Idle; p != nil {
-			row(fmt.Sprintf("netplug RSS idle with %d+%d pods (end / peak)", sc.FakePods, sc.LocalPods),
-				fmt.Sprintf("%.1f / %.1f MiB", p.RSSEndMiB, p.RSSPeakMiB), fmt.Sprintf("≤ %d MiB %s", targetRSSMiB, verdict(p.RSSPeakMiB <= targetRSSMiB)))
-			row("of which anonymous (RssAnon peak; the rest is the executable's pages)", fmt.Sprintf("%.1f MiB", p.AnonPeakMiB), "")
-			row(fmt.Sprintf("netplug CPU idle over %.0f s", p.WallS), fmt.Sprintf("%.2f s (%.2f%% of a core)", p.CPUS, p.CPUPercent),
-				fmt.Sprintf("~0 (≤ %.0f%%) %s", targetIdleCPU, verdict(p.CPUPercent <= targetIdleCPU)))
-		}
-		if sc.Burst != nil {
-			row(fmt.Sprintf("plug burst %d×1: first patch → last pod done", sc.LocalPods), fmtBurst(sc.Burst), "")
-			row("plug per pod p50 / p95 / p99 / max", fmtStats(sc.Burst), "")
-		}
-		if p := sc.BurstCost; p != nil {
-			row("netplug CPU during the burst", fmt.Sprintf("%.2f s (%.1f%% of a core)", p.CPUS, p.CPUPercent), "")
-			row("netplug RSS peak during the burst / VmHWM", fmt.Sprintf("%.1f / %.1f MiB", p.RSSPeakMiB, p.HWMMiB),
-				fmt.Sprintf("≤ %d MiB %s", targetRSSMiB, verdict(p.RSSPeakMiB <= targetRSSMiB)))
-		}
-		if sc.UnplugBurst != nil {
-			row(fmt.Sprintf("unplug burst %d×1", sc.LocalPods), fmtBurst(sc.UnplugBurst), "")
-		}
-		sb.WriteString("\n")
-	}
-	for _, note := range r.Notes {
-		sb.WriteString("- " + note + "\n")
-	}
-	return sb.String()
 }

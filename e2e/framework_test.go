@@ -66,14 +66,19 @@ type clusterEnv struct {
 	IPAMDir string
 }
 
+// envPath is the KEY=value file cluster-up writes: $NETPLUG_E2E_ENV, else the default path.
+func envPath() string {
+	if path := os.Getenv("NETPLUG_E2E_ENV"); path != "" {
+		return path
+	}
+	return defaultEnvFile
+}
+
 // loadEnv reads the KEY=value file cluster-up writes ($NETPLUG_E2E_ENV, else the default path).
 // The file describes the cluster the suite must talk to, so its values win; the process
 // environment only fills keys the file lacks.
 func loadEnv() (clusterEnv, error) {
-	path := os.Getenv("NETPLUG_E2E_ENV")
-	if path == "" {
-		path = defaultEnvFile
-	}
+	path := envPath()
 	values := map[string]string{}
 	file, err := os.Open(path)
 	if err != nil {

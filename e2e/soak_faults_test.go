@@ -22,16 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// faultRecord is one injected fault, as the report shows it.
-type faultRecord struct {
-	Name      string  `json:"name"`
-	AtEdit    int64   `json:"at_edit"`
-	Seconds   float64 `json:"seconds"`
-	Detail    string  `json:"detail"`
-	Error     string  `json:"error,omitempty"`
-	Restarted bool    `json:"restarted_controller"`
-}
-
 // runFaults injects the planned faults as the edits go by: those that replace the controller
 // in the first third of the run, then the footprint baseline after a warm-up, then the others
 // up to 90 % of the run. Each starts once the run reached its edit and the previous one ended.
@@ -409,15 +399,6 @@ func (s *soak) restartComponent(ctx context.Context, name, binary string, health
 
 // ---------------------------------------------------------------------------------------------
 // Footprint: goroutines and RSS of the controller, with the churn paused and every pod converged.
-
-type footprint struct {
-	At         string  `json:"at"`
-	PID        int     `json:"pid"`
-	Goroutines float64 `json:"goroutines"`
-	RSSMiB     float64 `json:"rss_mib"`
-	HeapMiB    float64 `json:"heap_inuse_mib"`
-	Identity   string  `json:"-"`
-}
 
 // footprint pauses the workers, waits until every pod converged and 2 s more, and takes the
 // median of three readings a second apart.

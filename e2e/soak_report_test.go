@@ -4,9 +4,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -16,44 +14,6 @@ import (
 	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
-
-// soakResult is what the soak prints at the end, and writes as JSON to SOAK_OUT.
-type soakResult struct {
-	Params      soakParams    `json:"params"`
-	Edits       int64         `json:"edits"`
-	DoubleEdits int64         `json:"double_edits_within_100ms"`
-	Recreations int64         `json:"pods_recreated"`
-	Faults      []faultRecord `json:"faults"`
-
-	SecondWriterWrites    int64    `json:"second_writer_writes"`
-	SecondWriterConflicts int64    `json:"second_writer_conflicts"`
-	PodVersionsChecked    int64    `json:"pod_versions_checked"`
-	Duplicates            int64    `json:"duplicated_entries"`
-	DuplicateExamples     []string `json:"duplicate_examples,omitempty"`
-	ForeignLost           []string `json:"second_writer_entries_lost"`
-
-	Unconverged      []string `json:"pods_not_converged"`
-	InNetnsNotStatus []string `json:"in_netns_not_in_status"`
-	InStatusNotNetns []string `json:"in_status_not_in_netns"`
-	LeakedIPAM       []string `json:"leaked_ipam_allocations"`
-	UnallocatedIPs   []string `json:"status_ips_without_allocation"`
-	BridgePorts      int      `json:"bridge_ports"`
-	BridgeEntries    int      `json:"bridge_entries_in_status"`
-
-	LeakedIPAMAfterDelete []string `json:"leaked_ipam_after_delete"`
-	StrayLinksAfterDelete []string `json:"stray_host_links_after_delete"`
-	CheckpointsLeft       []string `json:"checkpoints_left_after_delete"`
-
-	Baseline        *footprint `json:"baseline"`
-	BaselineAtEdit  int64      `json:"baseline_at_edit"`
-	End             *footprint `json:"end"`
-	GoroutineGrowth float64    `json:"goroutine_growth_pct"`
-	RSSGrowth       float64    `json:"rss_growth_pct"`
-
-	ChurnSeconds float64  `json:"churn_seconds"`
-	TotalSeconds float64  `json:"total_seconds"`
-	Problems     []string `json:"problems"`
-}
 
 // finalChecks waits for every pod to converge and counts, with the pods alive, what disagrees.
 func (s *soak) finalChecks(ctx context.Context) {
@@ -198,13 +158,6 @@ func bridgePorts(bridge string) int {
 	return n
 }
 
-func growth(before, after float64) float64 {
-	if before == 0 {
-		return 0
-	}
-	return round2(100 * (after - before) / before)
-}
-
 // report prints the figures, writes them as JSON, and fails the test on anything not zero.
 func (s *soak) report() {
 	t, r := s.t, &s.res
@@ -230,62 +183,10 @@ func (s *soak) report() {
 	r.Problems = slices.Clone(s.problems)
 	s.mu.Unlock()
 
-	var b strings.Builder
-	row := func(what string, format string, args ...any) {
-		fmt.Fprintf(&b, "| %s | %s |\n", what, fmt.Sprintf(format, args...))
-	}
-	count := func(what string, items []string) {
-		if len(items) == 0 {
-			row(what, "0")
-			return
-		}
-		shown := items
-		if len(shown) > 5 {
-			shown = shown[:5]
-		}
-		row(what, "**%d** (%s)", len(items), strings.Join(shown, "; "))
-	}
-	fmt.Fprintf(&b, "\n### netplug soak (seed %d)\n\n| | |\n|---|---|\n", r.Params.Seed)
-	row("pods", "%d", r.Params.Pods)
-	row("edits (random plug / unplug / replug mixes)", "%d, of which %d landed 0-100 ms after the previous one", r.Edits, r.DoubleEdits)
-	row("pods deleted and re-created", "%d (each re-created with networks Multus plugs at creation)", r.Recreations)
-	var faults []string
-	for _, f := range r.Faults {
-		state := "ok"
-		if f.Error != "" {
-			state = "FAILED: " + f.Error
-		}
-		faults = append(faults, fmt.Sprintf("%s at edit %d, %.1fs, %s", f.Name, f.AtEdit, f.Seconds, state))
-	}
-	row("faults injected", "%d: %s", len(r.Faults), strings.Join(faults, "; "))
-	row("second writer: network-status rewrites (conflicts)", "%d (%d)", r.SecondWriterWrites, r.SecondWriterConflicts)
-	row("pod versions checked for duplicated entries", "%d", r.PodVersionsChecked)
-	row("duplicated entries seen", "%d", r.Duplicates)
-	count("second writer's entries lost", r.ForeignLost)
-	count("pods not converged", r.Unconverged)
-	count("interfaces in a netns, not in network-status", r.InNetnsNotStatus)
-	count("network-status entries with no interface in the netns", r.InStatusNotNetns)
-	count("leaked IPAM allocations (pods alive)", r.LeakedIPAM)
-	count("network-status addresses with no allocation", r.UnallocatedIPs)
-	row("host bridge ports / bridge entries in network-status", "%d / %d", r.BridgePorts, r.BridgeEntries)
-	count("leaked IPAM allocations after deleting the pods", r.LeakedIPAMAfterDelete)
-	count("host links left after deleting the pods", r.StrayLinksAfterDelete)
-	count("checkpoints left after deleting the pods", r.CheckpointsLeft)
-	if flat {
-		row("controller goroutines, warm-up → end", "%.0f → %.0f (%+.1f %%)", r.Baseline.Goroutines, r.End.Goroutines, r.GoroutineGrowth)
-		row("controller RSS, warm-up → end", "%.1f → %.1f MiB (%+.1f %%); heap in use %.1f → %.1f MiB",
-			r.Baseline.RSSMiB, r.End.RSSMiB, r.RSSGrowth, r.Baseline.HeapMiB, r.End.HeapMiB)
-		row("footprint window", "edit %d → %d, one controller process (pid %d)", r.BaselineAtEdit, r.Edits, r.End.PID)
-	}
-	row("churn / total time", "%.0fs / %.0fs", r.ChurnSeconds, r.TotalSeconds)
-	count("problems", r.Problems)
-	fmt.Print(b.String() + "\n")
+	fmt.Print(r.markdown() + "\n")
 
-	if raw, err := json.MarshalIndent(r, "", "  "); err == nil {
-		if err := os.MkdirAll(filepath.Dir(s.params.Out), 0o755); err == nil {
-			_ = os.WriteFile(s.params.Out, raw, 0o644)
-			t.Logf("soak figures in %s", s.params.Out)
-		}
+	if err := writeJSON(s.params.Out, r); err == nil {
+		t.Logf("soak figures in %s", s.params.Out)
 	}
 
 	for what, items := range map[string][]string{

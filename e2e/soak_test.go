@@ -79,14 +79,6 @@ const (
 	soakPausedLabel = "netplug.io/soak-paused"
 )
 
-type soakParams struct {
-	Pods   int      `json:"pods"`
-	Cycles int      `json:"cycles_planned"`
-	Faults []string `json:"faults_planned"`
-	Seed   int64    `json:"seed"`
-	Out    string   `json:"-"`
-}
-
 func soakParamsFromEnv() (soakParams, error) {
 	p := soakParams{Pods: 10, Cycles: 500, Faults: soakFaultNames, Seed: time.Now().UnixNano()}
 	for key, dst := range map[string]*int{"SOAK_PODS": &p.Pods, "SOAK_CYCLES": &p.Cycles} {
