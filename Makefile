@@ -29,10 +29,10 @@ lint: ## gofmt, go vet, golangci-lint, and go.mod/go.sum exactly as `go mod tidy
 	$(TOOLS_BIN)/golangci-lint run --build-tags e2e ./...
 
 unit: ## Unit tests with the race detector.
-	go test -race -count=1 ./cmd/... ./pkg/...
+	go test -race -count=1 ./cmd/... ./pkg/... ./e2e/report/...
 
 cover: ## Per-package coverage of the unit tests.
-	go test -count=1 -cover ./pkg/...
+	go test -count=1 -cover ./pkg/... ./e2e/report/...
 
 fuzz: ## Fuzz the annotation parser (FUZZTIME=2m by default).
 	go test ./pkg/attachment -run '^$$' -fuzz FuzzParseSelection -fuzztime $${FUZZTIME:-2m}
@@ -41,7 +41,7 @@ e2e: ## Bring the local cluster up, deploy netplug, run the e2e suite, tear down
 	hack/run/e2e.sh
 
 e2e-run: ## Run the e2e suite against an already running local cluster (make cluster-up image deploy OVERLAY=local).
-	set -a && . $${CLUSTER_DIR:-/var/lib/netplug-e2e}/env && set +a && go test -tags e2e -count=1 -timeout 40m -v ./e2e/... $${E2E_ARGS:-}
+	set -a && . $${CLUSTER_DIR:-/var/lib/netplug-e2e}/env && set +a && go test -tags e2e -count=1 -p 1 -timeout 40m -v ./e2e/... $${E2E_ARGS:-}
 
 cluster-up: ## Local single-node cluster from real binaries (etcd, apiserver, kubelet, containerd, Multus).
 	hack/cluster/up.sh

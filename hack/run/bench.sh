@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What `make bench` runs: bring the local cluster up, build and deploy netplug into it, run
-# TestBench (e2e/bench_test.go: hot-plug latency, burst throughput and footprint of netplug
+# TestBench (e2e/bench/bench_test.go: hot-plug latency, burst throughput and footprint of netplug
 # against raw Multus /delegate calls), and tear the cluster down (KEEP_CLUSTER=1 keeps it).
 # The figures are printed as Markdown and written as JSON to $BENCH_OUT.
 #
@@ -23,5 +23,5 @@ export BENCH_OUT=${BENCH_OUT:-$ROOT/_out/bench.json}
 
 cluster_session bench
 
-NETPLUG_BENCH=1 go test -tags e2e -run '^TestBench$' -count=1 -timeout 60m -v ./e2e/
+NETPLUG_BENCH=1 go test -tags e2e -run '^TestBench$' -count=1 -timeout 60m -v ./e2e/bench/
 log "results in $BENCH_OUT"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What `make soak` runs: bring the local cluster up, build and deploy netplug into it, run
-# TestSoak (e2e/soak_test.go: random plug/unplug/replug edits on SOAK_PODS pods while faults hit
+# TestSoak (e2e/soak/soak_test.go: random plug/unplug/replug edits on SOAK_PODS pods while faults hit
 # the node, then leak and drift counts), and tear the cluster down (KEEP_CLUSTER=1 keeps it).
 # The figures are printed as Markdown and written as JSON to $SOAK_OUT.
 #
@@ -23,5 +23,5 @@ export SOAK_OUT=${SOAK_OUT:-$ROOT/_out/soak.json}
 
 cluster_session soak
 
-NETPLUG_SOAK=1 go test -tags e2e -run '^TestSoak$' -count=1 -timeout 60m -v ./e2e/
+NETPLUG_SOAK=1 go test -tags e2e -run '^TestSoak$' -count=1 -timeout 60m -v ./e2e/soak/
 log "results in $SOAK_OUT"

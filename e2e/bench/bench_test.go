@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package bench
 
 import (
 	"context"
@@ -30,6 +30,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/netplug/netplug/e2e/framework"
+	"github.com/netplug/netplug/e2e/report"
 	"github.com/netplug/netplug/pkg/config"
 	"github.com/netplug/netplug/pkg/cri"
 	"github.com/netplug/netplug/pkg/multus"
@@ -66,7 +68,7 @@ func TestBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := &benchResult{Params: params, Started: time.Now().UTC().Format(time.RFC3339), Node: fw.env.NodeName}
+	res := &report.BenchResult{Params: params, Started: time.Now().UTC().Format(time.RFC3339), Node: fw.Env.NodeName}
 	defer func() {
 		res.Failed = t.Failed()
 		b.report(t, res)
@@ -97,8 +99,8 @@ const (
 // ---------------------------------------------------------------------------------------------
 // Parameters.
 
-func benchParamsFromEnv() (benchParams, error) {
-	p := benchParams{Pods: 50, Ifaces: 2, LocalPods: 110, Out: filepath.Join("_out", "bench.json")}
+func benchParamsFromEnv() (report.BenchParams, error) {
+	p := report.BenchParams{Pods: 50, Ifaces: 2, LocalPods: 110, Out: filepath.Join("_out", "bench.json")}
 	for _, v := range []struct {
 		key      string
 		dst      *int
@@ -125,7 +127,7 @@ func benchParamsFromEnv() (benchParams, error) {
 	}
 	if !filepath.IsAbs(p.Out) {
 		// go test runs in the package directory; a relative path means the repository's.
-		root, err := moduleRoot()
+		root, err := framework.ModuleRoot()
 		if err != nil {
 			return p, err
 		}
@@ -141,34 +143,34 @@ func benchParamsFromEnv() (benchParams, error) {
 // The bench and its clients.
 
 type bench struct {
-	params benchParams
+	params report.BenchParams
 	// kube is the bench's own client: no overall request timeout (watches stay open, every call
 	// has its own deadline) and a rate limit that never makes the bench the bottleneck.
 	kube   kubernetes.Interface
 	multus *multus.Client
-	mon    *processMonitor
+	mon    *framework.ProcessMonitor
 }
 
-func newBench(params benchParams) (*bench, error) {
-	rc, err := clientcmd.BuildConfigFromFlags("", fw.env.Kubeconfig)
+func newBench(params report.BenchParams) (*bench, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", fw.Env.Kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("loading %s: %w", fw.env.Kubeconfig, err)
+		return nil, fmt.Errorf("loading %s: %w", fw.Env.Kubeconfig, err)
 	}
 	rc.QPS, rc.Burst = 2000, 4000
 	kube, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("creating the bench's Kubernetes client: %w", err)
 	}
-	return &bench{params: params, kube: kube, multus: multus.New(fw.env.MultusSocket, 60*time.Second)}, nil
+	return &bench{params: params, kube: kube, multus: multus.New(fw.Env.MultusSocket, 60*time.Second)}, nil
 }
 
 // readNetplugConfig reads the worker count (the raw burst's parallelism) and API limits from
 // the ConfigMap netplug runs with, with netplug's own parser and defaults.
-func (b *bench) readNetplugConfig(res *benchResult) error {
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+func (b *bench) readNetplugConfig(res *report.BenchResult) error {
+	ctx, cancel := context.WithTimeout(context.Background(), framework.ApiTimeout)
 	defer cancel()
 	cfg := config.Default()
-	cm, err := netplugConfigMap(ctx, b.kube)
+	cm, err := framework.NetplugConfigMap(ctx, b.kube)
 	switch {
 	case err != nil:
 		return err
@@ -176,7 +178,7 @@ func (b *bench) readNetplugConfig(res *benchResult) error {
 		// netplug then runs on its defaults too.
 	default:
 		if cfg, err = config.Parse([]byte(cm.Data["config.json"])); err != nil {
-			return fmt.Errorf("ConfigMap %s/%s: %w", netplugNamespace, cm.Name, err)
+			return fmt.Errorf("ConfigMap %s/%s: %w", framework.NetplugNamespace, cm.Name, err)
 		}
 	}
 	res.Workers, res.APIQPS, res.APIBurst = cfg.Workers, cfg.APIQPS, cfg.APIBurst
@@ -193,10 +195,10 @@ type benchPod struct {
 // ---------------------------------------------------------------------------------------------
 // Part 1-4: N pods × K networks, netplug against raw /delegate.
 
-func (b *bench) runHotplug(t *testing.T, res *benchResult) {
+func (b *bench) runHotplug(t *testing.T, res *report.BenchResult) {
 	n, k := b.params.Pods, b.params.Ifaces
-	s := fw.newScenario(t, "bench")
-	mon, err := newProcessMonitor(t)
+	s := fw.NewScenario(t, "bench")
+	mon, err := fw.NewProcessMonitor(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,92 +207,92 @@ func (b *bench) runHotplug(t *testing.T, res *benchResult) {
 	nads := make([]string, k)
 	for i := range nads {
 		nads[i] = fmt.Sprintf("bench%d", i)
-		s.createBridgeNAD(nads[i], fmt.Sprintf("npb%d", i), fmt.Sprintf("10.%d.0.0/16", 100+i))
+		s.CreateBridgeNAD(nads[i], fmt.Sprintf("npb%d", i), fmt.Sprintf("10.%d.0.0/16", 100+i))
 	}
 	if free := b.freePodCapacity(t); n > free {
-		t.Fatalf("BENCH_PODS=%d but node %s has room for %d more pods", n, fw.env.NodeName, free)
+		t.Fatalf("BENCH_PODS=%d but node %s has room for %d more pods", n, fw.Env.NodeName, free)
 	}
-	watch := b.watchPods(t, s.ns)
+	watch := b.watchPods(t, s.Ns)
 
 	names := podNames("p", n)
 	var pods []benchPod
 	b.measure(t, res, "setup: create and start pods", func() {
 		start := time.Now()
 		pods = b.startPods(t, s, watch, names)
-		res.PodsReadyMs = ms(time.Since(start))
+		res.PodsReadyMs = report.Ms(time.Since(start))
 		t.Logf("%d pods running after %s", n, time.Since(start).Round(time.Millisecond))
 	})
 
 	// The K networks with explicit interface names nb0..nbK-1.
-	elements := make([]element, k)
+	elements := make([]framework.Element, k)
 	plugged := map[string]string{}
 	for i := range elements {
-		elements[i] = element{Name: nads[i], Interface: fmt.Sprintf("nb%d", i)}
-		plugged[elements[i].Interface] = s.ns + "/" + nads[i]
+		elements[i] = framework.Element{Name: nads[i], Interface: fmt.Sprintf("nb%d", i)}
+		plugged[elements[i].Interface] = s.Ns + "/" + nads[i]
 	}
-	value := selection(elements...)
+	value := framework.Selection(elements...)
 	timeout := 2*time.Minute + time.Duration(n*k)*200*time.Millisecond
 
 	b.measure(t, res, fmt.Sprintf("netplug plug burst %dx%d", n, k), func() {
-		res.PlugBurst = b.netplugBurst(t, s.ns, watch, pods, &value, pluggedCheck(plugged), timeout).latencyStats
+		res.PlugBurst = b.netplugBurst(t, s.Ns, watch, pods, &value, pluggedCheck(plugged), timeout).LatencyStats
 	})
 	t.Logf("netplug plug burst: %+v", *res.PlugBurst)
 	b.verifyPlugged(t, s, pods, nads, elements)
 
 	b.measure(t, res, fmt.Sprintf("netplug unplug burst %dx%d", n, k), func() {
-		res.UnplugBurst = b.netplugBurst(t, s.ns, watch, pods, nil, unpluggedCheck(plugged), timeout).latencyStats
+		res.UnplugBurst = b.netplugBurst(t, s.Ns, watch, pods, nil, unpluggedCheck(plugged), timeout).LatencyStats
 	})
 	t.Logf("netplug unplug burst: %+v", *res.UnplugBurst)
 	for _, nad := range nads {
-		s.waitIPAM(nad) // netplug released every address it allocated
+		s.WaitIPAM(nad) // netplug released every address it allocated
 	}
 
 	// Single plug: one pod, one network, repeated.
-	single := map[string]string{"sp0": s.ns + "/" + nads[0]}
-	singleValue := selection(element{Name: nads[0], Interface: "sp0"})
+	single := map[string]string{"sp0": s.Ns + "/" + nads[0]}
+	singleValue := framework.Selection(framework.Element{Name: nads[0], Interface: "sp0"})
 	b.measure(t, res, "netplug single plug", func() {
 		var plugs, unplugs []time.Duration
 		for range benchSingleReps {
-			plugs = append(plugs, b.netplugBurst(t, s.ns, watch, pods[:1], &singleValue, pluggedCheck(single), plugTimeout).latencies...)
-			unplugs = append(unplugs, b.netplugBurst(t, s.ns, watch, pods[:1], nil, unpluggedCheck(single), plugTimeout).latencies...)
+			plugs = append(plugs, b.netplugBurst(t, s.Ns, watch, pods[:1], &singleValue, pluggedCheck(single), framework.PlugTimeout).latencies...)
+			unplugs = append(unplugs, b.netplugBurst(t, s.Ns, watch, pods[:1], nil, unpluggedCheck(single), framework.PlugTimeout).latencies...)
 		}
-		res.SinglePlug, res.SingleUnplug = summarize(plugs, 0), summarize(unplugs, 0)
+		res.SinglePlug, res.SingleUnplug = report.Summarize(plugs, 0), report.Summarize(unplugs, 0)
 	})
-	s.waitIPAM(nads[0])
+	s.WaitIPAM(nads[0])
 
 	// The raw limit: the same ADDs and DELs straight to the daemon, netplug idle meanwhile.
-	configs := b.nadConfigs(t, s.ns, nads)
+	configs := b.nadConfigs(t, s.Ns, nads)
 	b.measure(t, res, fmt.Sprintf("raw /delegate ADD burst %dx%d (netplug idle)", n, k), func() {
-		res.RawAdd = b.rawBurst(t, s.ns, pods, configs, "raw", "ADD", res.Workers)
+		res.RawAdd = b.rawBurst(t, s.Ns, pods, configs, "raw", "ADD", res.Workers)
 	})
 	t.Logf("raw ADD burst: %+v", *res.RawAdd)
 	b.verifyRaw(t, s, pods, nads, "raw", true)
 	b.measure(t, res, fmt.Sprintf("raw /delegate DEL burst %dx%d (netplug idle)", n, k), func() {
-		res.RawDel = b.rawBurst(t, s.ns, pods, configs, "raw", "DEL", res.Workers)
+		res.RawDel = b.rawBurst(t, s.Ns, pods, configs, "raw", "DEL", res.Workers)
 	})
 	t.Logf("raw DEL burst: %+v", *res.RawDel)
 	b.verifyRaw(t, s, pods, nads, "raw", false)
 
 	b.measure(t, res, "raw /delegate single ADD+DEL", func() {
-		adds, dels := b.rawSingle(t, s.ns, pods[0], configs[0], "rsp0")
-		res.SingleRawAdd, res.SingleRawDel = summarize(adds, 0), summarize(dels, 0)
+		adds, dels := b.rawSingle(t, s.Ns, pods[0], configs[0], "rsp0")
+		res.SingleRawAdd, res.SingleRawDel = report.Summarize(adds, 0), report.Summarize(dels, 0)
 	})
-	s.waitIPAM(nads[0])
+	s.WaitIPAM(nads[0])
 
 	if res.RawAdd.BurstMs > 0 {
-		res.BurstRatio = round2(res.PlugBurst.BurstMs / res.RawAdd.BurstMs)
+		res.BurstRatio = report.Round2(res.PlugBurst.BurstMs / res.RawAdd.BurstMs)
 	}
 	if res.RawDel.BurstMs > 0 {
-		res.UnplugBurstRatio = round2(res.UnplugBurst.BurstMs / res.RawDel.BurstMs)
+		res.UnplugBurstRatio = report.Round2(res.UnplugBurst.BurstMs / res.RawDel.BurstMs)
 	}
 	if res.SingleRawAdd.P50Ms > 0 {
-		res.SingleP50Ratio = round2(res.SinglePlug.P50Ms / res.SingleRawAdd.P50Ms)
+		res.SingleP50Ratio = report.Round2(res.SinglePlug.P50Ms / res.SingleRawAdd.P50Ms)
 	}
-	res.SingleP50DeltaMs = round2(res.SinglePlug.P50Ms - res.SingleRawAdd.P50Ms)
-	res.SingleUnplugP50DeltaMs = round2(res.SingleUnplug.P50Ms - res.SingleRawDel.P50Ms)
+	res.SingleP50DeltaMs = report.Round2(res.SinglePlug.P50Ms - res.SingleRawAdd.P50Ms)
+	res.SingleUnplugP50DeltaMs = report.Round2(res.SingleUnplug.P50Ms - res.SingleRawDel.P50Ms)
 
 	b.measure(t, res, "teardown: delete pods", func() {
-		b.deletePods(t, s.ns, "", 5*time.Minute)
+		b.deletePods(t, s.Ns, "", 5*time.Minute)
 	})
 }
 
@@ -329,7 +331,7 @@ func (b *bench) netplugBurst(t *testing.T, ns string, watch *podWatch, pods []be
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			callCtx, callCancel := context.WithTimeout(ctx, apiTimeout)
+			callCtx, callCancel := context.WithTimeout(ctx, framework.ApiTimeout)
 			defer callCancel()
 			sent[i] = time.Now()
 			if _, err := b.kube.CoreV1().Pods(ns).Patch(callCtx, p.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
@@ -358,26 +360,26 @@ func (b *bench) netplugBurst(t *testing.T, ns string, watch *podWatch, pods []be
 			last = done[i]
 		}
 	}
-	stats := summarize(lat, last.Sub(first))
-	return &burstResultStats{latencyStats: stats, latencies: lat}
+	stats := report.Summarize(lat, last.Sub(first))
+	return &burstResultStats{LatencyStats: stats, latencies: lat}
 }
 
 // burstResultStats is a summary that keeps its samples, for callers that pool several bursts.
 type burstResultStats struct {
-	*latencyStats
+	*report.LatencyStats
 	latencies []time.Duration
 }
 
 // verifyPlugged checks, after the timing, that every interface agrees with network-status (MAC,
 // addresses) and that host-local holds exactly the reported addresses.
-func (b *bench) verifyPlugged(t *testing.T, s *scenario, pods []benchPod, nads []string, elements []element) {
+func (b *bench) verifyPlugged(t *testing.T, s *framework.Scenario, pods []benchPod, nads []string, elements []framework.Element) {
 	t.Helper()
 	ips := map[string][]string{}
 	for _, p := range pods {
-		pod := s.mustGetPod(p.Name)
+		pod := s.MustGetPod(p.Name)
 		for i, e := range elements {
-			ctx, cancel := s.ctx()
-			a, why := s.checkAttached(ctx, pod, nads[i], e.Interface)
+			ctx, cancel := s.Ctx()
+			a, why := s.CheckAttached(ctx, pod, nads[i], e.Interface)
 			cancel()
 			if why != "" {
 				t.Fatalf("pod %s after the burst: %s", p.Name, why)
@@ -386,7 +388,7 @@ func (b *bench) verifyPlugged(t *testing.T, s *scenario, pods []benchPod, nads [
 		}
 	}
 	for _, nad := range nads {
-		s.waitIPAM(nad, ips[nad]...)
+		s.WaitIPAM(nad, ips[nad]...)
 	}
 }
 
@@ -395,8 +397,8 @@ func (b *bench) nadConfigs(t *testing.T, ns string, nads []string) [][]byte {
 	t.Helper()
 	configs := make([][]byte, len(nads))
 	for i, name := range nads {
-		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-		nad, err := fw.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(ns).Get(ctx, name, metav1.GetOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), framework.ApiTimeout)
+		nad, err := fw.Nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(ns).Get(ctx, name, metav1.GetOptions{})
 		cancel()
 		if err != nil {
 			t.Fatalf("reading NAD %s/%s: %v", ns, name, err)
@@ -411,7 +413,7 @@ func (b *bench) nadConfigs(t *testing.T, ns string, nads []string) [][]byte {
 // rawBurst sends command (ADD or DEL) for every pod and network straight to the daemon: workers
 // goroutines take one pod at a time and run its K calls in order, as netplug's workers do. A
 // pod's latency is from the burst's start until its last call returned.
-func (b *bench) rawBurst(t *testing.T, ns string, pods []benchPod, configs [][]byte, ifPrefix, command string, workers int) *latencyStats {
+func (b *bench) rawBurst(t *testing.T, ns string, pods []benchPod, configs [][]byte, ifPrefix, command string, workers int) *report.LatencyStats {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(len(pods)*len(configs))*time.Second)
 	defer cancel()
@@ -443,7 +445,7 @@ func (b *bench) rawBurst(t *testing.T, ns string, pods []benchPod, configs [][]b
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("raw %s burst: %v", command, err)
 	}
-	return summarize(lat, burst)
+	return report.Summarize(lat, burst)
 }
 
 func (b *bench) rawCall(ctx context.Context, ns string, p benchPod, cfg []byte, ifName, command string) error {
@@ -485,26 +487,26 @@ func (b *bench) rawSingle(t *testing.T, ns string, p benchPod, cfg []byte, ifNam
 
 // verifyRaw checks that the raw interfaces are all there with their addresses allocated (present)
 // or all gone with their addresses released (!present).
-func (b *bench) verifyRaw(t *testing.T, s *scenario, pods []benchPod, nads []string, ifPrefix string, present bool) {
+func (b *bench) verifyRaw(t *testing.T, s *framework.Scenario, pods []benchPod, nads []string, ifPrefix string, present bool) {
 	t.Helper()
 	for _, p := range pods {
-		links, err := netnsLinks(p.Sandbox.NetNS)
+		links, err := framework.NetnsLinks(p.Sandbox.NetNS)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for k := range nads {
 			name := fmt.Sprintf("%s%d", ifPrefix, k)
 			if _, ok := links[name]; ok != present {
-				t.Fatalf("pod %s: link %s present=%t after the raw burst, want %t (links: %v)", p.Name, name, ok, present, linkNames(links))
+				t.Fatalf("pod %s: link %s present=%t after the raw burst, want %t (links: %v)", p.Name, name, ok, present, framework.LinkNames(links))
 			}
 		}
 	}
 	for _, nad := range nads {
 		if !present {
-			s.waitIPAM(nad)
+			s.WaitIPAM(nad)
 			continue
 		}
-		got, err := s.ipamAllocations(nad)
+		got, err := s.IpamAllocations(nad)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -517,17 +519,17 @@ func (b *bench) verifyRaw(t *testing.T, s *scenario, pods []benchPod, nads []str
 // ---------------------------------------------------------------------------------------------
 // Part 5: scale. Many pods of another node in the cluster, a node full of local pods.
 
-func (b *bench) runScale(t *testing.T, res *benchResult) {
-	sc := &scaleResult{}
+func (b *bench) runScale(t *testing.T, res *report.BenchResult) {
+	sc := &report.ScaleResult{}
 	res.Scale = sc
 	var err error
 	if b.mon == nil {
-		if b.mon, err = newProcessMonitor(t); err != nil {
+		if b.mon, err = fw.NewProcessMonitor(t); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if base, err := b.mon.sample(); err == nil {
-		sc.BaselineRSSMiB = kib2mib(base.rssKiB)
+	if base, err := b.mon.Sample(); err == nil {
+		sc.BaselineRSSMiB = report.Kib2mib(base.RssKiB)
 	}
 
 	// The fake node and its pods: API objects only, never run; netplug must not pay for them.
@@ -537,9 +539,9 @@ func (b *bench) runScale(t *testing.T, res *benchResult) {
 	t.Cleanup(func() {
 		start := time.Now()
 		b.deletePods(t, fakeNS, "", 10*time.Minute)
-		sc.FakeDeleteMs = ms(time.Since(start))
+		sc.FakeDeleteMs = report.Ms(time.Since(start))
 		b.deleteFakeNode(t)
-		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), framework.ApiTimeout)
 		defer cancel()
 		if err := b.kube.CoreV1().Namespaces().Delete(ctx, fakeNS, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			t.Logf("cleanup: deleting namespace %s: %v", fakeNS, err)
@@ -547,25 +549,25 @@ func (b *bench) runScale(t *testing.T, res *benchResult) {
 	})
 	start := time.Now()
 	b.createFakePods(t, fakeNS, b.params.ScalePods)
-	sc.FakePods, sc.FakeCreateMs = b.params.ScalePods, ms(time.Since(start))
-	t.Logf("%d pods of node %s created in %s", sc.FakePods, benchFakeNode, time.Since(start).Round(time.Millisecond))
+	sc.FakePods, sc.FakeCreateMs = b.params.ScalePods, report.Ms(time.Since(start))
+	t.Logf("%d pods of node %s created in %s", sc.FakePods, report.BenchFakeNode, time.Since(start).Round(time.Millisecond))
 
 	// The local pods, as many as asked and the node takes.
-	s := fw.newScenario(t, "benchscale")
-	s.createBridgeNAD("scale", "npbs", "10.99.0.0/16")
+	s := fw.NewScenario(t, "benchscale")
+	s.CreateBridgeNAD("scale", "npbs", "10.99.0.0/16")
 	local := b.params.LocalPods
 	if free := b.freePodCapacity(t); local > free {
-		res.note(t, "BENCH_LOCAL_PODS=%d capped to %d: the node's pod capacity minus the pods it already runs", local, free)
+		res.Note(t, "BENCH_LOCAL_PODS=%d capped to %d: the node's pod capacity minus the pods it already runs", local, free)
 		local = free
 	}
 	if local < 1 {
-		t.Fatalf("node %s has no room for local pods", fw.env.NodeName)
+		t.Fatalf("node %s has no room for local pods", fw.Env.NodeName)
 	}
 	sc.LocalPods = local
-	watch := b.watchPods(t, s.ns)
+	watch := b.watchPods(t, s.Ns)
 	start = time.Now()
 	pods := b.startPods(t, s, watch, podNames("l", local))
-	sc.LocalReadyMs = ms(time.Since(start))
+	sc.LocalReadyMs = report.Ms(time.Since(start))
 	t.Logf("%d local pods running after %s", local, time.Since(start).Round(time.Millisecond))
 
 	// Let netplug settle on the pods' last status updates, then measure it doing nothing.
@@ -574,39 +576,39 @@ func (b *bench) runScale(t *testing.T, res *benchResult) {
 		time.Sleep(benchScaleIdle)
 	})
 
-	plugged := map[string]string{"sc0": s.ns + "/scale"}
-	value := selection(element{Name: "scale", Interface: "sc0"})
+	plugged := map[string]string{"sc0": s.Ns + "/scale"}
+	value := framework.Selection(framework.Element{Name: "scale", Interface: "sc0"})
 	timeout := 2*time.Minute + time.Duration(local)*200*time.Millisecond
 	sc.BurstCost = b.measure(t, res, fmt.Sprintf("scale: netplug plug burst %dx1", local), func() {
-		sc.Burst = b.netplugBurst(t, s.ns, watch, pods, &value, pluggedCheck(plugged), timeout).latencyStats
+		sc.Burst = b.netplugBurst(t, s.Ns, watch, pods, &value, pluggedCheck(plugged), timeout).LatencyStats
 	})
 	t.Logf("scale plug burst: %+v", *sc.Burst)
 	ips := make([]string, 0, local)
 	for _, p := range pods {
-		ctx, cancel := s.ctx()
-		a, why := s.checkAttached(ctx, s.mustGetPod(p.Name), "scale", "sc0")
+		ctx, cancel := s.Ctx()
+		a, why := s.CheckAttached(ctx, s.MustGetPod(p.Name), "scale", "sc0")
 		cancel()
 		if why != "" {
 			t.Fatalf("pod %s after the scale burst: %s", p.Name, why)
 		}
 		ips = append(ips, a.IP())
 	}
-	s.waitIPAM("scale", ips...)
+	s.WaitIPAM("scale", ips...)
 	b.measure(t, res, fmt.Sprintf("scale: netplug unplug burst %dx1", local), func() {
-		sc.UnplugBurst = b.netplugBurst(t, s.ns, watch, pods, nil, unpluggedCheck(plugged), timeout).latencyStats
+		sc.UnplugBurst = b.netplugBurst(t, s.Ns, watch, pods, nil, unpluggedCheck(plugged), timeout).LatencyStats
 	})
-	s.waitIPAM("scale")
+	s.WaitIPAM("scale")
 
 	start = time.Now()
 	b.measure(t, res, "scale: teardown of local pods", func() {
-		b.deletePods(t, s.ns, "", 10*time.Minute)
+		b.deletePods(t, s.Ns, "", 10*time.Minute)
 	})
-	sc.LocalTeardownMs = ms(time.Since(start))
+	sc.LocalTeardownMs = report.Ms(time.Since(start))
 }
 
 func (b *bench) createNamespace(t *testing.T, ns string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), framework.ApiTimeout)
 	defer cancel()
 	_, err := b.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
 		ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"netplug-e2e": "true"}},
@@ -624,13 +626,13 @@ func (b *bench) createNamespace(t *testing.T, ns string) {
 
 func (b *bench) createFakeNode(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), framework.ApiTimeout)
 	defer cancel()
 	_, err := b.kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-		Name: benchFakeNode, Labels: map[string]string{"kubernetes.io/hostname": benchFakeNode, "netplug-e2e": "true"},
+		Name: report.BenchFakeNode, Labels: map[string]string{"kubernetes.io/hostname": report.BenchFakeNode, "netplug-e2e": "true"},
 	}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("creating node %s: %v", benchFakeNode, err)
+		t.Fatalf("creating node %s: %v", report.BenchFakeNode, err)
 	}
 }
 
@@ -638,14 +640,14 @@ func (b *bench) createFakeNode(t *testing.T) {
 // ever confirm: pods bound to it, and the netplug DaemonSet's pod for it, which stays Pending
 // (the node has no capacity) and which the DaemonSet controller may leave behind for minutes.
 func (b *bench) deleteFakeNode(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), framework.ApiTimeout)
 	defer cancel()
-	if err := b.kube.CoreV1().Nodes().Delete(ctx, benchFakeNode, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		t.Logf("cleanup: deleting node %s: %v", benchFakeNode, err)
+	if err := b.kube.CoreV1().Nodes().Delete(ctx, report.BenchFakeNode, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Logf("cleanup: deleting node %s: %v", report.BenchFakeNode, err)
 	}
-	list, err := b.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + benchFakeNode})
+	list, err := b.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + report.BenchFakeNode})
 	if err != nil {
-		t.Logf("cleanup: listing pods of node %s: %v", benchFakeNode, err)
+		t.Logf("cleanup: listing pods of node %s: %v", report.BenchFakeNode, err)
 		return
 	}
 	namespaces := map[string]bool{}
@@ -653,7 +655,7 @@ func (b *bench) deleteFakeNode(t *testing.T) {
 		namespaces[p.Namespace] = true
 	}
 	for ns := range namespaces {
-		b.deletePods(t, ns, "spec.nodeName="+benchFakeNode, 2*time.Minute)
+		b.deletePods(t, ns, "spec.nodeName="+report.BenchFakeNode, 2*time.Minute)
 	}
 	unbound, err := b.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName="})
 	if err != nil {
@@ -662,13 +664,13 @@ func (b *bench) deleteFakeNode(t *testing.T) {
 	}
 	zero := int64(0)
 	for _, p := range unbound.Items {
-		if !meantFor(&p, benchFakeNode) {
+		if !meantFor(&p, report.BenchFakeNode) {
 			continue
 		}
 		err := b.kube.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero,
 			Preconditions: &metav1.Preconditions{UID: &p.UID}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			t.Logf("cleanup: deleting pod %s/%s of node %s: %v", p.Namespace, p.Name, benchFakeNode, err)
+			t.Logf("cleanup: deleting pod %s/%s of node %s: %v", p.Namespace, p.Name, report.BenchFakeNode, err)
 		}
 	}
 }
@@ -695,8 +697,8 @@ func (b *bench) createFakePods(t *testing.T, ns string, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute+time.Duration(n)*20*time.Millisecond)
 	defer cancel()
-	template := (&scenario{Framework: fw, ns: ns}).newPod("")
-	template.Spec.NodeName = benchFakeNode
+	template := (&framework.Scenario{Framework: fw, Ns: ns}).NewPod("")
+	template.Spec.NodeName = report.BenchFakeNode
 	// The node never becomes Ready: without this, the taint eviction controller starts deleting
 	// all of them after 5 minutes, in the middle of the measurements.
 	template.Spec.Tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
@@ -705,7 +707,7 @@ func (b *bench) createFakePods(t *testing.T, ns string, n int) {
 	err := forEachLimited(ctx, n, benchCreateParallelism, func(ctx context.Context, i int) error {
 		pod := template.DeepCopy()
 		pod.Name = fmt.Sprintf("f%06d", i)
-		callCtx, callCancel := context.WithTimeout(ctx, apiTimeout)
+		callCtx, callCancel := context.WithTimeout(ctx, framework.ApiTimeout)
 		defer callCancel()
 		_, err := b.kube.CoreV1().Pods(ns).Create(callCtx, pod, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
@@ -754,15 +756,15 @@ func forEachLimited(ctx context.Context, n, limit int, fn func(ctx context.Conte
 // to it that have not finished.
 func (b *bench) freePodCapacity(t *testing.T) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), framework.ApiTimeout)
 	defer cancel()
-	node, err := b.kube.CoreV1().Nodes().Get(ctx, fw.env.NodeName, metav1.GetOptions{})
+	node, err := b.kube.CoreV1().Nodes().Get(ctx, fw.Env.NodeName, metav1.GetOptions{})
 	if err != nil {
-		t.Fatalf("reading node %s: %v", fw.env.NodeName, err)
+		t.Fatalf("reading node %s: %v", fw.Env.NodeName, err)
 	}
-	list, err := b.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + fw.env.NodeName})
+	list, err := b.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + fw.Env.NodeName})
 	if err != nil {
-		t.Fatalf("listing the pods of node %s: %v", fw.env.NodeName, err)
+		t.Fatalf("listing the pods of node %s: %v", fw.Env.NodeName, err)
 	}
 	used := 0
 	for _, p := range list.Items {
@@ -778,17 +780,17 @@ func (b *bench) freePodCapacity(t *testing.T) int {
 
 // startPods creates the named pods on the node concurrently and waits until all run; then it
 // resolves each pod's sandbox and netns through CRI, once.
-func (b *bench) startPods(t *testing.T, s *scenario, watch *podWatch, names []string) []benchPod {
+func (b *bench) startPods(t *testing.T, s *framework.Scenario, watch *podWatch, names []string) []benchPod {
 	t.Helper()
 	timeout := 2*time.Minute + time.Duration(len(names))*2*time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	err := forEachLimited(ctx, len(names), benchCreateParallelism, func(ctx context.Context, i int) error {
-		pod := s.newPod(names[i])
-		callCtx, callCancel := context.WithTimeout(ctx, apiTimeout)
+		pod := s.NewPod(names[i])
+		callCtx, callCancel := context.WithTimeout(ctx, framework.ApiTimeout)
 		defer callCancel()
-		if _, err := b.kube.CoreV1().Pods(s.ns).Create(callCtx, pod, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("creating pod %s/%s: %w", s.ns, names[i], err)
+		if _, err := b.kube.CoreV1().Pods(s.Ns).Create(callCtx, pod, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("creating pod %s/%s: %w", s.Ns, names[i], err)
 		}
 		return nil
 	})
@@ -808,8 +810,8 @@ func (b *bench) startPods(t *testing.T, s *scenario, watch *podWatch, names []st
 			t.Fatal(err)
 		}
 		pods[i].UID = pod.UID
-		callCtx, callCancel := context.WithTimeout(ctx, apiTimeout)
-		pods[i].Sandbox, err = fw.cri.PodSandbox(callCtx, string(pod.UID))
+		callCtx, callCancel := context.WithTimeout(ctx, framework.ApiTimeout)
+		pods[i].Sandbox, err = fw.Cri.PodSandbox(callCtx, string(pod.UID))
 		callCancel()
 		if err != nil {
 			t.Fatalf("sandbox of pod %s: %v", pod.Name, err)
@@ -830,9 +832,9 @@ func (b *bench) deletePods(t *testing.T, ns, fieldSelector string, timeout time.
 	var lastErr error
 	for ctx.Err() == nil {
 		for _, local := range []bool{true, false} {
-			sel, grace := "spec.nodeName="+fw.env.NodeName, int64(1)
+			sel, grace := "spec.nodeName="+fw.Env.NodeName, int64(1)
 			if !local {
-				sel, grace = "spec.nodeName!="+fw.env.NodeName, 0
+				sel, grace = "spec.nodeName!="+fw.Env.NodeName, 0
 			}
 			if fieldSelector != "" {
 				sel += "," + fieldSelector
@@ -843,16 +845,12 @@ func (b *bench) deletePods(t *testing.T, ns, fieldSelector string, timeout time.
 			}
 		}
 		// Wait for them to go, up to a minute before deleting again.
-		round, roundCancel := context.WithTimeout(ctx, time.Minute)
-		for round.Err() == nil {
-			list, err := pods.List(round, metav1.ListOptions{FieldSelector: fieldSelector, Limit: 1})
-			if err == nil && len(list.Items) == 0 {
-				roundCancel()
-				return
-			}
-			time.Sleep(pollInterval)
+		if _, err := framework.Poll(ctx, framework.PollInterval, time.Minute, func(ctx context.Context) (bool, string) {
+			list, err := pods.List(ctx, metav1.ListOptions{FieldSelector: fieldSelector, Limit: 1})
+			return err == nil && len(list.Items) == 0, "pods left"
+		}); err == nil {
+			return
 		}
-		roundCancel()
 	}
 	t.Errorf("pods of %s still there after %s (last error: %v)", ns, timeout, lastErr)
 }
@@ -971,7 +969,7 @@ func runningCheck(pod *corev1.Pod, _ benchPod) checkResult {
 	if pod.Status.Phase != corev1.PodRunning {
 		return checkResult{why: "phase " + string(pod.Status.Phase)}
 	}
-	if !podReady(pod) {
+	if !framework.PodReady(pod) {
 		return checkResult{why: "not ready"}
 	}
 	return checkResult{done: true}
@@ -981,7 +979,7 @@ func runningCheck(pod *corev1.Pod, _ benchPod) checkResult {
 // "ns/name") as that network and the pod's netns has all of them up.
 func pluggedCheck(want map[string]string) podCheck {
 	return func(pod *corev1.Pod, p benchPod) checkResult {
-		statuses, err := secondaryStatus(pod)
+		statuses, err := framework.SecondaryStatus(pod)
 		if err != nil {
 			return checkResult{why: err.Error()}
 		}
@@ -991,13 +989,13 @@ func pluggedCheck(want map[string]string) podCheck {
 				return checkResult{why: fmt.Sprintf("network-status has no %s as %s", iface, network)}
 			}
 		}
-		links, err := netnsLinks(p.Sandbox.NetNS)
+		links, err := framework.NetnsLinks(p.Sandbox.NetNS)
 		if err != nil {
 			return checkResult{pollLinks: true, why: err.Error()}
 		}
 		for iface := range want {
 			if l, ok := links[iface]; !ok || !l.Up {
-				return checkResult{pollLinks: true, why: fmt.Sprintf("link %s not up in the netns (links %v)", iface, linkNames(links))}
+				return checkResult{pollLinks: true, why: fmt.Sprintf("link %s not up in the netns (links %v)", iface, framework.LinkNames(links))}
 			}
 		}
 		return checkResult{done: true}
@@ -1007,7 +1005,7 @@ func pluggedCheck(want map[string]string) podCheck {
 // unpluggedCheck passes once neither network-status nor the netns has any interface of want.
 func unpluggedCheck(want map[string]string) podCheck {
 	return func(pod *corev1.Pod, p benchPod) checkResult {
-		statuses, err := secondaryStatus(pod)
+		statuses, err := framework.SecondaryStatus(pod)
 		if err != nil {
 			return checkResult{why: err.Error()}
 		}
@@ -1016,7 +1014,7 @@ func unpluggedCheck(want map[string]string) podCheck {
 				return checkResult{why: "network-status still lists " + iface}
 			}
 		}
-		links, err := netnsLinks(p.Sandbox.NetNS)
+		links, err := framework.NetnsLinks(p.Sandbox.NetNS)
 		if err != nil {
 			return checkResult{pollLinks: true, why: err.Error()}
 		}
@@ -1034,18 +1032,18 @@ func unpluggedCheck(want map[string]string) podCheck {
 
 // measure runs fn as the named phase and records netplug's CPU and memory over it; the RSS is
 // sampled every 100 ms for the phase's peak. A controller that restarted fails the test.
-func (b *bench) measure(t *testing.T, res *benchResult, name string, fn func()) (cost *phaseCost) {
+func (b *bench) measure(t *testing.T, res *report.BenchResult, name string, fn func()) (cost *report.PhaseCost) {
 	t.Helper()
 	if b.mon == nil {
 		fn()
 		return nil
 	}
-	before, err := b.mon.sample()
+	before, err := b.mon.Sample()
 	if err != nil {
 		t.Fatalf("before %s: %v", name, err)
 	}
-	metricsBefore := scrapeMetrics()
-	peak, anonPeak := before.rssKiB, before.anonKiB
+	metricsBefore := framework.ScrapeMetrics()
+	peak, anonPeak := before.RssKiB, before.AnonKiB
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
@@ -1057,8 +1055,8 @@ func (b *bench) measure(t *testing.T, res *benchResult, name string, fn func()) 
 			case <-stop:
 				return
 			case <-tick.C:
-				if s, err := b.mon.sample(); err == nil {
-					peak, anonPeak = max(peak, s.rssKiB), max(anonPeak, s.anonKiB)
+				if s, err := b.mon.Sample(); err == nil {
+					peak, anonPeak = max(peak, s.RssKiB), max(anonPeak, s.AnonKiB)
 				}
 			}
 		}
@@ -1067,26 +1065,26 @@ func (b *bench) measure(t *testing.T, res *benchResult, name string, fn func()) 
 		// Also when fn fails the test: the phase's figures still explain what happened.
 		close(stop)
 		<-sampled
-		after, err := b.mon.sample()
+		after, err := b.mon.Sample()
 		if err != nil {
 			t.Errorf("after %s: %v\n%s", name, err, b.controllerLogs())
 			return
 		}
-		peak, anonPeak = max(peak, after.rssKiB), max(anonPeak, after.anonKiB)
-		wall := after.at.Sub(before.at).Seconds()
-		cpu := float64(after.cpuTicks-before.cpuTicks) / clockTicks
-		p := &phaseCost{
-			Phase: name, WallS: round2(wall), CPUS: round2(cpu), CPUPercent: round2(100 * cpu / wall),
-			RSSStartMiB: kib2mib(before.rssKiB), RSSEndMiB: kib2mib(after.rssKiB), RSSPeakMiB: kib2mib(peak),
-			HWMMiB: kib2mib(after.hwmKiB), AnonPeakMiB: kib2mib(anonPeak),
-			MultusCPUS: round2(float64(after.multusTicks-before.multusTicks) / clockTicks),
+		peak, anonPeak = max(peak, after.RssKiB), max(anonPeak, after.AnonKiB)
+		wall := after.At.Sub(before.At).Seconds()
+		cpu := float64(after.CpuTicks-before.CpuTicks) / framework.ClockTicks
+		p := &report.PhaseCost{
+			Phase: name, WallS: report.Round2(wall), CPUS: report.Round2(cpu), CPUPercent: report.Round2(100 * cpu / wall),
+			RSSStartMiB: report.Kib2mib(before.RssKiB), RSSEndMiB: report.Kib2mib(after.RssKiB), RSSPeakMiB: report.Kib2mib(peak),
+			HWMMiB: report.Kib2mib(after.HwmKiB), AnonPeakMiB: report.Kib2mib(anonPeak),
+			MultusCPUS: report.Round2(float64(after.MultusTicks-before.MultusTicks) / framework.ClockTicks),
 		}
-		if dt := after.total - before.total; dt > 0 {
+		if dt := after.Total - before.Total; dt > 0 {
 			// /proc/stat sums all CPUs; 100% is one core busy.
-			p.HostCPUPercent = round2(100 * float64(after.hostBusy-before.hostBusy) / float64(dt) * float64(numCPU()))
+			p.HostCPUPercent = report.Round2(100 * float64(after.HostBusy-before.HostBusy) / float64(dt) * float64(numCPU()))
 		}
-		p.Metrics = metricsBefore.delta(scrapeMetrics())
-		res.addPhase(p)
+		p.Metrics = metricsBefore.Delta(framework.ScrapeMetrics())
+		res.AddPhase(p)
 		cost = p
 	}()
 	fn()
@@ -1099,7 +1097,7 @@ func numCPU() int { return runtime.NumCPU() }
 func (b *bench) controllerLogs() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return "--- netplug logs\n" + fw.netplugLogs(ctx, 150)
+	return "--- netplug logs\n" + fw.NetplugLogs(ctx, 150)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1108,10 +1106,10 @@ func (b *bench) controllerLogs() string {
 // ---------------------------------------------------------------------------------------------
 // Part 6: the report, as Markdown on stdout and JSON in BENCH_OUT.
 
-func (b *bench) report(t *testing.T, res *benchResult) {
-	md := res.markdown()
+func (b *bench) report(t *testing.T, res *report.BenchResult) {
+	md := res.Markdown()
 	fmt.Print("\n" + md + "\n")
-	if err := writeJSON(res.Params.Out, res); err != nil {
+	if err := report.WriteJSON(res.Params.Out, res); err != nil {
 		t.Errorf("writing the results: %v", err)
 		return
 	}

@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package suite
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/netplug/netplug/e2e/framework"
 )
 
 // DRA (issue 15): network interfaces as netplug.io ResourceClaims, plugged by the NRI hook
@@ -36,13 +38,13 @@ func TestDRA(t *testing.T) {
 
 // createClaim creates a ResourceClaim of class netplug.io-cni with one request per config.
 func (s *scenario) createClaim(name string, configs ...map[string]any) {
-	s.t.Helper()
-	claim := &resourceapi.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.ns}}
+	s.T.Helper()
+	claim := &resourceapi.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Ns}}
 	for i, cfg := range configs {
 		req := "nic" + string(rune('0'+i))
 		raw, err := json.Marshal(cfg)
 		if err != nil {
-			s.t.Fatal(err)
+			s.T.Fatal(err)
 		}
 		claim.Spec.Devices.Requests = append(claim.Spec.Devices.Requests, resourceapi.DeviceRequest{Name: req,
 			Exactly: &resourceapi.ExactDeviceRequest{DeviceClassName: "netplug.io-cni"}})
@@ -50,20 +52,20 @@ func (s *scenario) createClaim(name string, configs ...map[string]any) {
 			DeviceConfiguration: resourceapi.DeviceConfiguration{Opaque: &resourceapi.OpaqueDeviceConfiguration{
 				Driver: "netplug.io", Parameters: runtime.RawExtension{Raw: raw}}}})
 	}
-	ctx, cancel := s.ctx()
+	ctx, cancel := s.Ctx()
 	defer cancel()
-	if _, err := s.kube.ResourceV1().ResourceClaims(s.ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
-		s.t.Fatalf("creating claim %s: %v", name, err)
+	if _, err := s.Kube.ResourceV1().ResourceClaims(s.Ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		s.T.Fatalf("creating claim %s: %v", name, err)
 	}
 }
 
 // claimPod is a pod using claims whose first command records whether ifaces exist.
 func (s *scenario) claimPod(name string, claims []string, ifaces ...string) *corev1.Pod {
-	pod := s.newPod(name)
+	pod := s.NewPod(name)
 	// Through the scheduler: it allocates the claims; a pod bound by nodeName skips that and
 	// waits forever for claims nobody allocates.
 	pod.Spec.NodeName = ""
-	pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": s.env.NodeName}
+	pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": s.Env.NodeName}
 	var check []string
 	for _, i := range ifaces {
 		check = append(check, "if [ -e /sys/class/net/"+i+" ]; then echo "+i+"=present; else echo "+i+"=absent; fi")
@@ -78,25 +80,25 @@ func (s *scenario) claimPod(name string, claims []string, ifaces ...string) *cor
 }
 
 func (s *scenario) inlineBridge(bridge, subnet string) map[string]any {
-	cfg := s.bridgeConfig(bridge, subnet)
-	cfg["cniVersion"], cfg["name"] = "1.0.0", s.ns+"-"+bridge
+	cfg := s.BridgeConfig(bridge, subnet)
+	cfg["cniVersion"], cfg["name"] = "1.0.0", s.Ns+"-"+bridge
 	return cfg
 }
 
 func (s *scenario) podLog(name string) string {
-	ctx, cancel := s.ctx()
+	ctx, cancel := s.Ctx()
 	defer cancel()
-	data, err := s.kube.CoreV1().Pods(s.ns).GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	data, err := s.Kube.CoreV1().Pods(s.Ns).GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx)
 	if err != nil {
-		s.t.Fatalf("logs of %s: %v", name, err)
+		s.T.Fatalf("logs of %s: %v", name, err)
 	}
 	return string(data)
 }
 
 func (s *scenario) waitClaimDevice(name string, index int) resourceapi.AllocatedDeviceStatus {
 	var got resourceapi.AllocatedDeviceStatus
-	waitUntil(s.t, time.Minute, "claim "+name+" status.devices", func(ctx context.Context) (bool, string) {
-		c, err := s.kube.ResourceV1().ResourceClaims(s.ns).Get(ctx, name, metav1.GetOptions{})
+	framework.WaitUntil(s.T, time.Minute, "claim "+name+" status.devices", func(ctx context.Context) (bool, string) {
+		c, err := s.Kube.ResourceV1().ResourceClaims(s.Ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -111,27 +113,27 @@ func (s *scenario) waitClaimDevice(name string, index int) resourceapi.Allocated
 
 // expectNetworkData checks that a device's networkData matches the link in the pod's netns.
 func (s *scenario) expectNetworkData(pod string, d resourceapi.AllocatedDeviceStatus) {
-	s.t.Helper()
+	s.T.Helper()
 	if d.NetworkData == nil {
-		s.t.Fatalf("device %s has no networkData", d.Device)
+		s.T.Fatalf("device %s has no networkData", d.Device)
 	}
-	link, ok := s.links(pod)[d.NetworkData.InterfaceName]
+	link, ok := s.Links(pod)[d.NetworkData.InterfaceName]
 	if !ok {
-		s.t.Fatalf("networkData names %s, which the pod does not have", d.NetworkData.InterfaceName)
+		s.T.Fatalf("networkData names %s, which the pod does not have", d.NetworkData.InterfaceName)
 	}
 	if !strings.EqualFold(link.MAC, d.NetworkData.HardwareAddress) || !slices.Equal(link.Addrs, d.NetworkData.IPs) {
-		s.t.Fatalf("networkData %+v, link %+v", d.NetworkData, link)
+		s.T.Fatalf("networkData %+v, link %+v", d.NetworkData, link)
 	}
 	if len(d.Conditions) == 0 || d.Conditions[0].Type != "Ready" || d.Conditions[0].Status != metav1.ConditionTrue || d.Data == nil {
-		s.t.Fatalf("device status %+v", d)
+		s.T.Fatalf("device status %+v", d)
 	}
 }
 
 func testDRAOneClaim(t *testing.T) {
-	s := fw.newScenario(t, "dra1")
+	s := newScenario(t, "dra1")
 	s.createClaim("c1", map[string]any{"config": s.inlineBridge("npdra1", "10.201.1.0/24"), "interface": "net1"})
-	s.createPod(s.claimPod("p", []string{"c1"}, "net1"))
-	s.waitRunning("p")
+	s.CreatePod(s.claimPod("p", []string{"c1"}, "net1"))
+	s.WaitRunning("p")
 	if log := s.podLog("p"); !strings.Contains(log, "net1=present") {
 		t.Fatalf("the first command did not see net1: %q", log)
 	}
@@ -139,60 +141,60 @@ func testDRAOneClaim(t *testing.T) {
 }
 
 func testDRATwoClaims(t *testing.T) {
-	s := fw.newScenario(t, "dra2")
-	s.createBridgeNAD("br", "npdra2", "10.201.2.0/24")
+	s := newScenario(t, "dra2")
+	s.CreateBridgeNAD("br", "npdra2", "10.201.2.0/24")
 	s.createClaim("a", map[string]any{"network": "br", "interface": "net1"})
 	s.createClaim("b", map[string]any{"config": s.inlineBridge("npdra3", "10.201.3.0/24"), "interface": "net2"})
-	s.createPod(s.claimPod("p", []string{"a", "b"}, "net1", "net2"))
-	s.waitRunning("p")
+	s.CreatePod(s.claimPod("p", []string{"a", "b"}, "net1", "net2"))
+	s.WaitRunning("p")
 	if log := s.podLog("p"); !strings.Contains(log, "net1=present") || !strings.Contains(log, "net2=present") {
 		t.Fatalf("log %q", log)
 	}
 	s.expectNetworkData("p", s.waitClaimDevice("a", 0))
 	s.expectNetworkData("p", s.waitClaimDevice("b", 0))
-	status, err := secondaryStatus(s.mustGetPod("p"))
+	status, err := framework.SecondaryStatus(s.MustGetPod("p"))
 	if err != nil || len(status) < 2 {
 		t.Fatalf("network-status %v %v: the claims' interfaces are listed", status, err)
 	}
 }
 
 func testDRABadConfig(t *testing.T) {
-	s := fw.newScenario(t, "drabad")
+	s := newScenario(t, "drabad")
 	s.createClaim("bad", map[string]any{"network": "br", "interface": "net1", "default-route": []string{"10.0.0.1"}})
-	pod := s.createPod(s.claimPod("p", []string{"bad"}, "net1"))
+	pod := s.CreatePod(s.claimPod("p", []string{"bad"}, "net1"))
 	s.waitKubeletEvent(pod, corev1.EventTypeWarning, "FailedPrepareDynamicResources", `unknown field "default-route"`)
-	if p := s.mustGetPod("p"); p.Status.Phase == corev1.PodRunning {
+	if p := s.MustGetPod("p"); p.Status.Phase == corev1.PodRunning {
 		t.Fatal("a pod with a bad claim runs")
 	}
-	ctx, cancel := s.ctx()
+	ctx, cancel := s.Ctx()
 	defer cancel()
-	c, err := s.kube.ResourceV1().ResourceClaims(s.ns).Get(ctx, "bad", metav1.GetOptions{})
+	c, err := s.Kube.ResourceV1().ResourceClaims(s.Ns).Get(ctx, "bad", metav1.GetOptions{})
 	if err != nil || len(c.Status.Devices) != 0 {
 		t.Fatalf("claim %v %v: nothing is plugged or reported", c.Status.Devices, err)
 	}
 }
 
 func testDRARelease(t *testing.T) {
-	s := fw.newScenario(t, "drarel")
-	s.createBridgeNAD("br", "npdra4", "10.201.4.0/24")
+	s := newScenario(t, "drarel")
+	s.CreateBridgeNAD("br", "npdra4", "10.201.4.0/24")
 	s.createClaim("c", map[string]any{"network": "br", "interface": "net1"})
-	s.createPod(s.claimPod("p", []string{"c"}, "net1"))
-	s.waitRunning("p")
+	s.CreatePod(s.claimPod("p", []string{"c"}, "net1"))
+	s.WaitRunning("p")
 	s.waitClaimDevice("c", 0)
-	ctx, cancel := s.ctx()
+	ctx, cancel := s.Ctx()
 	defer cancel()
-	if err := s.kube.CoreV1().Pods(s.ns).Delete(ctx, "p", metav1.DeleteOptions{}); err != nil {
+	if err := s.Kube.CoreV1().Pods(s.Ns).Delete(ctx, "p", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	s.waitIPAM("br") // DEL done: host-local holds no address of the pod
+	s.WaitIPAM("br") // DEL done: host-local holds no address of the pod
 }
 
 // waitKubeletEvent waits for an event on the pod from any component (the kubelet reports a
 // failed prepare), of type and reason, whose message contains contains.
 func (s *scenario) waitKubeletEvent(pod *corev1.Pod, eventType, reason, contains string) {
-	s.t.Helper()
-	waitUntil(s.t, plugTimeout, fmt.Sprintf("%s event %s (%q) on pod %s", eventType, reason, contains, pod.Name), func(ctx context.Context) (bool, string) {
-		list, err := s.kube.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{
+	s.T.Helper()
+	framework.WaitUntil(s.T, framework.PlugTimeout, fmt.Sprintf("%s event %s (%q) on pod %s", eventType, reason, contains, pod.Name), func(ctx context.Context) (bool, string) {
+		list, err := s.Kube.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{
 			FieldSelector: fields.Set{"involvedObject.uid": string(pod.UID)}.String()})
 		if err != nil {
 			return false, err.Error()

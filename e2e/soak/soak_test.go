@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package soak
 
 import (
 	"context"
@@ -28,6 +28,9 @@ import (
 	"k8s.io/client-go/informers"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/netplug/netplug/e2e/framework"
+	"github.com/netplug/netplug/e2e/report"
 )
 
 // TestSoak churns the network selections of a set of pods with random edits while faults hit
@@ -79,8 +82,8 @@ const (
 	soakPausedLabel = "netplug.io/soak-paused"
 )
 
-func soakParamsFromEnv() (soakParams, error) {
-	p := soakParams{Pods: 10, Cycles: 500, Faults: soakFaultNames, Seed: time.Now().UnixNano()}
+func soakParamsFromEnv() (report.SoakParams, error) {
+	p := report.SoakParams{Pods: 10, Cycles: 500, Faults: soakFaultNames, Seed: time.Now().UnixNano()}
 	for key, dst := range map[string]*int{"SOAK_PODS": &p.Pods, "SOAK_CYCLES": &p.Cycles} {
 		if v := os.Getenv(key); v != "" {
 			n, err := strconv.Atoi(v)
@@ -119,7 +122,7 @@ func soakParamsFromEnv() (soakParams, error) {
 	}
 	p.Out = os.Getenv("SOAK_OUT")
 	if p.Out == "" {
-		root, err := moduleRoot()
+		root, err := framework.ModuleRoot()
 		if err != nil {
 			return p, err
 		}
@@ -135,14 +138,14 @@ type soakPod struct {
 	name string
 	mu   sync.Mutex
 	uid  types.UID
-	want []element // the selection last written; nil: none
+	want []framework.Element // the selection last written; nil: none
 	rng  *rand.Rand
 	uids []types.UID // every incarnation, to look for checkpoints left behind
 }
 
 type soak struct {
-	*scenario
-	params soakParams
+	*framework.Scenario
+	params report.SoakParams
 	pods   []*soakPod
 	lister corelisters.PodNamespaceLister
 
@@ -158,11 +161,11 @@ type soak struct {
 
 	mu       sync.Mutex
 	problems []string
-	res      soakResult
+	res      report.SoakResult
 }
 
-func newSoak(t *testing.T, params soakParams) *soak {
-	s := &soak{scenario: fw.newScenario(t, "soak"), params: params}
+func newSoak(t *testing.T, params report.SoakParams) *soak {
+	s := &soak{Scenario: fw.NewScenario(t, "soak"), params: params}
 	s.res.Params = params
 	t.Logf("soak: %d pods, %d edits, faults %v, seed %d (SOAK_SEED=%d replays the edits)",
 		params.Pods, params.Cycles, params.Faults, params.Seed, params.Seed)
@@ -177,7 +180,7 @@ func newSoak(t *testing.T, params soakParams) *soak {
 // counts are printed.
 func (s *soak) problem(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	s.t.Logf("PROBLEM: %s", msg)
+	s.T.Logf("PROBLEM: %s", msg)
 	s.mu.Lock()
 	s.problems = append(s.problems, msg)
 	s.mu.Unlock()
@@ -189,11 +192,11 @@ func (s *soak) problem(format string, args ...any) {
 var soakBridges = map[string]string{"a": "npsoaka", "b": "npsoakb", "st": "npsoaks"}
 
 func (s *soak) createNetworks() {
-	s.createBridgeNAD("a", soakBridges["a"], "10.230.0.0/24")
-	s.createBridgeNAD("b", soakBridges["b"], "10.230.1.0/24")
-	s.createNAD("st", s.staticBridgeConfig())
-	s.createNAD("mv", map[string]any{
-		"type": "macvlan", "master": s.env.MacvlanMaster, "mode": "bridge",
+	s.CreateBridgeNAD("a", soakBridges["a"], "10.230.0.0/24")
+	s.CreateBridgeNAD("b", soakBridges["b"], "10.230.1.0/24")
+	s.CreateNAD("st", s.staticBridgeConfig())
+	s.CreateNAD("mv", map[string]any{
+		"type": "macvlan", "master": s.Env.MacvlanMaster, "mode": "bridge",
 		"capabilities": map[string]any{"ips": true, "mac": true},
 		"ipam":         map[string]any{"type": "static"},
 	})
@@ -213,14 +216,14 @@ func staticHost(idx, k int) int { return 10 + idx*8 + k }
 // randomSelection draws 0-4 elements: networks a, b (host-local), st (static IP) and mv
 // (static IP and MAC), most with an interface name from a small pool (so that the same name
 // comes back with another network or address: a replug), some unnamed (netN).
-func (s *soak) randomSelection(p *soakPod) []element {
+func (s *soak) randomSelection(p *soakPod) []framework.Element {
 	rng := p.rng
 	names := []string{"sa", "sb", "sc", "sd"}
 	rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
 	stSlots, mvSlots := rng.Perm(8), rng.Perm(8)
-	var out []element
+	var out []framework.Element
 	for i := range rng.Intn(5) {
-		var e element
+		var e framework.Element
 		switch r := rng.Intn(10); {
 		case r < 4:
 			e.Name = "a"
@@ -245,7 +248,7 @@ func (s *soak) randomSelection(p *soakPod) []element {
 
 // annotationValue renders a selection as users write it: JSON, or the short comma form when no
 // element has attributes (sometimes), or nothing at all.
-func annotationValue(rng *rand.Rand, elements []element) *string {
+func annotationValue(rng *rand.Rand, elements []framework.Element) *string {
 	if len(elements) == 0 {
 		if rng.Intn(2) == 0 {
 			return nil // the annotation removed
@@ -263,7 +266,7 @@ func annotationValue(rng *rand.Rand, elements []element) *string {
 		}
 		parts = append(parts, part)
 	}
-	v := selection(elements...)
+	v := framework.Selection(elements...)
 	if short {
 		v = strings.Join(parts, ",")
 	}
@@ -274,7 +277,7 @@ func annotationValue(rng *rand.Rand, elements []element) *string {
 // The run.
 
 func (s *soak) run() {
-	t := s.t
+	t := s.T
 	start := time.Now()
 	s.createNetworks()
 	hostLinksBefore := hostLinks(t)
@@ -311,7 +314,7 @@ func (s *soak) run() {
 	s.runFaults(ctx)
 	s.faultsDone.Store(true)
 	workers.Wait()
-	s.res.ChurnSeconds = round2(time.Since(churnStart).Seconds())
+	s.res.ChurnSeconds = report.Round2(time.Since(churnStart).Seconds())
 	stopWriter()
 	<-writerDone
 	t.Logf("soak: churn over after %s: %d edits", time.Since(churnStart).Round(time.Second), s.cycles.Load())
@@ -319,7 +322,7 @@ func (s *soak) run() {
 	s.finalChecks(ctx)
 	s.res.End = s.footprint(t, "end")
 	s.deleteAllAndCount(hostLinksBefore)
-	s.res.TotalSeconds = round2(time.Since(start).Seconds())
+	s.res.TotalSeconds = report.Round2(time.Since(start).Seconds())
 	s.report()
 }
 
@@ -381,7 +384,7 @@ func (s *soak) edit(ctx context.Context, p *soakPod) error {
 		return err
 	}
 	err = s.retryAPI(ctx, "editing pod "+p.name, func(ctx context.Context) error {
-		_, err := s.kube.CoreV1().Pods(s.ns).Patch(ctx, p.name, types.MergePatchType, patch, metav1.PatchOptions{})
+		_, err := s.Kube.CoreV1().Pods(s.Ns).Patch(ctx, p.name, types.MergePatchType, patch, metav1.PatchOptions{})
 		return err
 	})
 	if err == nil {
@@ -395,7 +398,7 @@ func (s *soak) retryAPI(ctx context.Context, what string, fn func(ctx context.Co
 	deadline := time.Now().Add(soakConverge)
 	delay := 100 * time.Millisecond
 	for {
-		callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
+		callCtx, cancel := context.WithTimeout(ctx, framework.ApiTimeout)
 		err := fn(callCtx)
 		cancel()
 		if err == nil || apierrors.IsNotFound(err) || apierrors.IsAlreadyExists(err) || apierrors.IsInvalid(err) {
@@ -414,12 +417,12 @@ func (s *soak) retryAPI(ctx context.Context, what string, fn func(ctx context.Co
 // over from there. It waits until the pod runs.
 func (s *soak) createPod(ctx context.Context, p *soakPod) error {
 	want := s.randomSelection(p)
-	pod := s.newPod(p.name)
+	pod := s.NewPod(p.name)
 	if v := annotationValue(p.rng, want); v != nil {
 		pod.Annotations = map[string]string{nadv1.NetworkAttachmentAnnot: *v}
 	}
 	err := s.retryAPI(ctx, "creating pod "+p.name, func(ctx context.Context) error {
-		_, err := s.kube.CoreV1().Pods(s.ns).Create(ctx, pod, metav1.CreateOptions{})
+		_, err := s.Kube.CoreV1().Pods(s.Ns).Create(ctx, pod, metav1.CreateOptions{})
 		return err
 	})
 	if err != nil && !apierrors.IsAlreadyExists(err) { // a retry after a lost answer
@@ -427,7 +430,7 @@ func (s *soak) createPod(ctx context.Context, p *soakPod) error {
 	}
 	var created *corev1.Pod
 	waitErr := s.poll(ctx, soakConverge, func(ctx context.Context) (bool, string) {
-		got, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, p.name, metav1.GetOptions{})
+		got, err := s.Kube.CoreV1().Pods(s.Ns).Get(ctx, p.name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -462,7 +465,7 @@ func (s *soak) deletePod(ctx context.Context, p *soakPod) error {
 	grace := int64(1)
 	uid := p.uid
 	err := s.retryAPI(ctx, "deleting pod "+p.name, func(ctx context.Context) error {
-		return s.kube.CoreV1().Pods(s.ns).Delete(ctx, p.name, metav1.DeleteOptions{
+		return s.Kube.CoreV1().Pods(s.Ns).Delete(ctx, p.name, metav1.DeleteOptions{
 			GracePeriodSeconds: &grace, Preconditions: &metav1.Preconditions{UID: &uid}})
 	})
 	if apierrors.IsNotFound(err) {
@@ -473,7 +476,7 @@ func (s *soak) deletePod(ctx context.Context, p *soakPod) error {
 
 func (s *soak) waitGone(ctx context.Context, p *soakPod) error {
 	return s.poll(ctx, soakConverge, func(ctx context.Context) (bool, string) {
-		got, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, p.name, metav1.GetOptions{})
+		got, err := s.Kube.CoreV1().Pods(s.Ns).Get(ctx, p.name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 			return true, ""
@@ -486,24 +489,16 @@ func (s *soak) waitGone(ctx context.Context, p *soakPod) error {
 	})
 }
 
-// poll calls cond every pollInterval until it is true, for at most timeout.
+// poll calls cond every framework.PollInterval until it is true, for at most timeout.
 func (s *soak) poll(ctx context.Context, timeout time.Duration, cond func(ctx context.Context) (bool, string)) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
-		done, why := cond(callCtx)
-		cancel()
-		if done {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %s: %s", timeout, why)
-		}
-		time.Sleep(pollInterval)
+	why, err := framework.Poll(ctx, framework.PollInterval, timeout, cond)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
 	}
+	return fmt.Errorf("after %s: %s", timeout, why)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,7 +510,7 @@ func (s *soak) waitConverged(ctx context.Context, p *soakPod) error {
 		why := s.divergence(ctx, p)
 		return why == "", why
 	}); err != nil {
-		return fmt.Errorf("not converged on %s: %w", selection(p.want...), err)
+		return fmt.Errorf("not converged on %s: %w", framework.Selection(p.want...), err)
 	}
 	return nil
 }
@@ -536,10 +531,10 @@ func (s *soak) divergence(ctx context.Context, p *soakPod) string {
 	if err != nil {
 		return err.Error()
 	}
-	if why := statusDivergence(s.ns, p.want, statuses); why != "" {
+	if why := statusDivergence(s.Ns, p.want, statuses); why != "" {
 		return why
 	}
-	links, err := s.podLinks(ctx, pod)
+	links, err := s.PodLinks(ctx, pod)
 	if err != nil {
 		return err.Error()
 	}
@@ -548,7 +543,7 @@ func (s *soak) divergence(ctx context.Context, p *soakPod) string {
 		return fmt.Sprintf("netns has %v that network-status lacks; network-status has %v that the netns lacks", inNetns, inStatus)
 	}
 	for iface, st := range statuses {
-		if why := links[iface].disagreesWith(st); why != "" {
+		if why := links[iface].DisagreesWith(st); why != "" {
 			return why
 		}
 	}
@@ -557,7 +552,7 @@ func (s *soak) divergence(ctx context.Context, p *soakPod) string {
 
 // soakStatus is secondaryStatus without the second writer's entry (which has no interface).
 func soakStatus(pod *corev1.Pod) (map[string]nadv1.NetworkStatus, error) {
-	statuses, err := secondaryStatus(pod)
+	statuses, err := framework.SecondaryStatus(pod)
 	if err != nil {
 		return nil, err
 	}
@@ -572,7 +567,7 @@ var unnamedInterface = regexp.MustCompile(`^net[1-9][0-9]*$`)
 // statusDivergence compares the secondary entries with the selection: every named element is
 // there with its network, addresses and MAC, and the rest are netN interfaces, as many per
 // network as there are unnamed elements of it.
-func statusDivergence(ns string, want []element, statuses map[string]nadv1.NetworkStatus) string {
+func statusDivergence(ns string, want []framework.Element, statuses map[string]nadv1.NetworkStatus) string {
 	unnamed := map[string]int{}
 	named := map[string]bool{}
 	for _, e := range want {
@@ -620,7 +615,7 @@ func statusDivergence(ns string, want []element, statuses map[string]nadv1.Netwo
 func ipsOf(cidrs []string) []string {
 	out := make([]string, 0, len(cidrs))
 	for _, c := range cidrs {
-		out = append(out, ipOf(c))
+		out = append(out, framework.IpOf(c))
 	}
 	sort.Strings(out)
 	return out
@@ -628,7 +623,7 @@ func ipsOf(cidrs []string) []string {
 
 // linkMismatches lists the pod's links (but lo and eth0) that network-status does not list,
 // and the entries that have no link.
-func linkMismatches(links map[string]Link, statuses map[string]nadv1.NetworkStatus) (inNetnsOnly, inStatusOnly []string) {
+func linkMismatches(links map[string]framework.Link, statuses map[string]nadv1.NetworkStatus) (inNetnsOnly, inStatusOnly []string) {
 	for name := range links {
 		if _, ok := statuses[name]; !ok && name != "lo" && name != "eth0" {
 			inNetnsOnly = append(inNetnsOnly, name)
@@ -655,12 +650,12 @@ type dupeWatch struct {
 }
 
 func (s *soak) watchPods() {
-	t := s.t
+	t := s.T
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	factory := informers.NewSharedInformerFactoryWithOptions(s.kube, 0, informers.WithNamespace(s.ns))
+	factory := informers.NewSharedInformerFactoryWithOptions(s.Kube, 0, informers.WithNamespace(s.Ns))
 	podInformer := factory.Core().V1().Pods()
-	s.lister = podInformer.Lister().Pods(s.ns)
+	s.lister = podInformer.Lister().Pods(s.Ns)
 	check := func(obj any) {
 		pod, ok := obj.(*corev1.Pod)
 		if !ok {
@@ -686,14 +681,14 @@ func (s *soak) watchPods() {
 	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
 	defer syncCancel()
 	if !cache.WaitForCacheSync(syncCtx.Done(), podInformer.Informer().HasSynced) {
-		t.Fatalf("the pod watch of %s did not sync", s.ns)
+		t.Fatalf("the pod watch of %s did not sync", s.Ns)
 	}
 }
 
 // duplicatedEntry says which interface (or default network, or second-writer entry) a pod's
 // network-status lists twice, or "".
 func duplicatedEntry(pod *corev1.Pod) string {
-	entries, err := networkStatus(pod)
+	entries, err := framework.NetworkStatus(pod)
 	if err != nil {
 		return err.Error()
 	}
@@ -734,7 +729,7 @@ func (s *soak) runSecondWriter(ctx context.Context) {
 	for gen := 1; ctx.Err() == nil; gen++ {
 		time.Sleep(time.Duration(100+rng.Intn(200)) * time.Millisecond)
 		p := s.pods[rng.Intn(len(s.pods))]
-		callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
+		callCtx, cancel := context.WithTimeout(ctx, framework.ApiTimeout)
 		err := s.secondWrite(callCtx, p.name, gen)
 		cancel()
 		switch {
@@ -749,11 +744,11 @@ func (s *soak) runSecondWriter(ctx context.Context) {
 
 func (s *soak) secondWrite(ctx context.Context, name string, gen int) error {
 	generation := soakGeneration(gen)
-	pod, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, name, metav1.GetOptions{})
+	pod, err := s.Kube.CoreV1().Pods(s.Ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
-	entries, err := networkStatus(pod)
+	entries, err := framework.NetworkStatus(pod)
 	if err != nil || len(entries) == 0 || pod.DeletionTimestamp != nil {
 		return errors.New("nothing to rewrite")
 	}
@@ -780,7 +775,7 @@ func (s *soak) secondWrite(ctx context.Context, name string, gen int) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.kube.CoreV1().Pods(s.ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+	if _, err := s.Kube.CoreV1().Pods(s.Ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return err
 	}
 	s.writer.mu.Lock()
@@ -799,7 +794,7 @@ func (s *soak) foreignEntryLost(pod *corev1.Pod) string {
 	if !wrote {
 		return ""
 	}
-	entries, _ := networkStatus(pod)
+	entries, _ := framework.NetworkStatus(pod)
 	for _, e := range entries {
 		if e.Name != soakForeignNetwork {
 			continue

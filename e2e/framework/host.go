@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package framework
 
 import (
 	"bytes"
@@ -25,9 +25,9 @@ import (
 // components cluster-up recorded in $RUN_DIR/<name>.pid (the Multus daemon, containerd, the
 // kube-apiserver).
 
-// containerProcesses returns the PIDs of processes whose argv[0] is named comm and that run in
+// ContainerProcesses returns the PIDs of processes whose argv[0] is named comm and that run in
 // a cgroup of the pod podUID (the kubelet names pod cgroups pod<UID>).
-func containerProcesses(podUID types.UID, comm string) ([]int, error) {
+func ContainerProcesses(podUID types.UID, comm string) ([]int, error) {
 	dirs, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
@@ -59,14 +59,14 @@ func containerProcesses(podUID types.UID, comm string) ([]int, error) {
 	return pids, nil
 }
 
-// killNetplugController SIGKILLs the netplug-controller process of the node's netplug pod
+// KillNetplugController SIGKILLs the netplug-controller process of the node's netplug pod
 // and returns its PID.
-func (f *Framework) killNetplugController(ctx context.Context) (int, error) {
-	pod, err := f.netplugPod(ctx)
+func (f *Framework) KillNetplugController(ctx context.Context) (int, error) {
+	pod, err := f.NetplugPod(ctx)
 	if err != nil {
 		return 0, err
 	}
-	pids, err := containerProcesses(pod.UID, "netplug-controller")
+	pids, err := ContainerProcesses(pod.UID, "netplug-controller")
 	if err != nil {
 		return 0, fmt.Errorf("scanning /proc: %w", err)
 	}
@@ -79,35 +79,35 @@ func (f *Framework) killNetplugController(ctx context.Context) (int, error) {
 	return pids[0], nil
 }
 
-// netplugSeesMultusSocket reports whether the Multus socket exists as the netplug container
+// NetplugSeesMultusSocket reports whether the Multus socket exists as the netplug container
 // sees it (through /proc/PID/root, which resolves paths in the process's mount namespace); if
 // not, it returns the container's mounts of the socket's directories, which say why.
-func (f *Framework) netplugSeesMultusSocket(ctx context.Context) (bool, string) {
-	pod, err := f.netplugPod(ctx)
+func (f *Framework) NetplugSeesMultusSocket(ctx context.Context) (bool, string) {
+	pod, err := f.NetplugPod(ctx)
 	if err != nil {
 		return false, err.Error()
 	}
-	pids, err := containerProcesses(pod.UID, "netplug-controller")
+	pids, err := ContainerProcesses(pod.UID, "netplug-controller")
 	if err != nil || len(pids) != 1 {
 		return false, fmt.Sprintf("netplug-controller processes of pod %s: %v %v", pod.Name, pids, err)
 	}
 	proc := fmt.Sprintf("/proc/%d", pids[0])
-	if _, err := os.Stat(proc + "/root" + f.env.MultusSocket); err == nil {
+	if _, err := os.Stat(proc + "/root" + f.Env.MultusSocket); err == nil {
 		return true, ""
 	}
 	mountinfo, _ := os.ReadFile(proc + "/mountinfo")
 	var mounts []string
 	for _, line := range strings.Split(string(mountinfo), "\n") {
-		if strings.Contains(line, filepath.Dir(filepath.Dir(f.env.MultusSocket))) {
+		if strings.Contains(line, filepath.Dir(filepath.Dir(f.Env.MultusSocket))) {
 			mounts = append(mounts, line)
 		}
 	}
-	return false, fmt.Sprintf("%s is not visible in the netplug container; its mounts: %q", f.env.MultusSocket, mounts)
+	return false, fmt.Sprintf("%s is not visible in the netplug container; its mounts: %q", f.Env.MultusSocket, mounts)
 }
 
-// startTicks is when the process started, in clock ticks since boot (field 22 of
+// StartTicks is when the process started, in clock ticks since boot (field 22 of
 // /proc/PID/stat); with the PID it names one process for good, as hack/cluster/common.sh does.
-func startTicks(pid int) (string, error) {
+func StartTicks(pid int) (string, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return "", err
@@ -123,22 +123,22 @@ func startTicks(pid int) (string, error) {
 	return fields[19], nil
 }
 
-// component is a cluster process recorded by cluster-up in $RUN_DIR/<name>.pid: how it was
+// Component is a cluster process recorded by cluster-up in $RUN_DIR/<name>.pid: how it was
 // started, so that a test can stop it and start it again the same way.
-type component struct {
+type Component struct {
 	f       *Framework
 	name    string
 	pidFile string
-	pid     int
-	argv    []string
+	Pid     int
+	Argv    []string
 	environ []string
 	dir     string
 }
 
-// findComponent reads $RUN_DIR/<name>.pid ("PID\nSTART_TICKS"), checks that the process is
+// FindComponent reads $RUN_DIR/<name>.pid ("PID\nSTART_TICKS"), checks that the process is
 // still the one recorded and that it runs the binary named binary.
-func (f *Framework) findComponent(name, binary string) (*component, error) {
-	pidFile := filepath.Join(f.env.RunDir, name+".pid")
+func (f *Framework) FindComponent(name, binary string) (*Component, error) {
+	pidFile := filepath.Join(f.Env.RunDir, name+".pid")
 	raw, err := os.ReadFile(pidFile)
 	if err != nil {
 		return nil, fmt.Errorf("the PID file of %s: %w", name, err)
@@ -151,7 +151,7 @@ func (f *Framework) findComponent(name, binary string) (*component, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", pidFile, err)
 	}
-	ticks, err := startTicks(pid)
+	ticks, err := StartTicks(pid)
 	if err != nil {
 		return nil, fmt.Errorf("recorded %s: %w", name, err)
 	}
@@ -172,44 +172,41 @@ func (f *Framework) findComponent(name, binary string) (*component, error) {
 		return nil, err
 	}
 	split := func(b []byte) []string { return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00") }
-	c := &component{f: f, name: name, pidFile: pidFile, pid: pid, argv: split(cmdline), environ: split(environ), dir: dir}
-	if filepath.Base(c.argv[0]) != binary {
-		return nil, fmt.Errorf("PID %d runs %q, not %s", pid, c.argv[0], binary)
+	c := &Component{f: f, name: name, pidFile: pidFile, Pid: pid, Argv: split(cmdline), environ: split(environ), dir: dir}
+	if filepath.Base(c.Argv[0]) != binary {
+		return nil, fmt.Errorf("PID %d runs %q, not %s", pid, c.Argv[0], binary)
 	}
 	return c, nil
 }
 
-// findMultusDaemon is the recorded Multus thick daemon.
-func (f *Framework) findMultusDaemon() (*component, error) {
-	return f.findComponent("multus-daemon", "multus-daemon")
+// FindMultusDaemon is the recorded Multus thick daemon.
+func (f *Framework) FindMultusDaemon() (*Component, error) {
+	return f.FindComponent("multus-daemon", "multus-daemon")
 }
 
 // stop sends SIGTERM and waits for the process to exit (SIGKILL after 20 s).
-func (c *component) stop() error {
-	if err := syscall.Kill(c.pid, syscall.SIGTERM); err != nil {
-		return fmt.Errorf("stopping %s (pid %d): %w", c.name, c.pid, err)
+func (c *Component) stop() error {
+	if err := syscall.Kill(c.Pid, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stopping %s (pid %d): %w", c.name, c.Pid, err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := startTicks(c.pid); err != nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
+	if _, err := Poll(context.Background(), 50*time.Millisecond, 20*time.Second, func(context.Context) (bool, string) {
+		return !ProcessAlive(c.Pid), "still running"
+	}); err != nil {
+		_ = syscall.Kill(c.Pid, syscall.SIGKILL)
 	}
-	_ = syscall.Kill(c.pid, syscall.SIGKILL)
 	return nil
 }
 
 // start runs the process again with the same arguments, environment and directory, in its own
 // session (it must outlive the test binary), appending to the log cluster-up set up, and
 // records it in the PID file so that cluster-down stops it. It waits until healthy answers nil.
-func (c *component) start(ctx context.Context, healthy func(ctx context.Context) error) error {
-	log, err := os.OpenFile(filepath.Join(c.f.env.LogDir, c.name+".log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+func (c *Component) start(ctx context.Context, healthy func(ctx context.Context) error) error {
+	log, err := os.OpenFile(filepath.Join(c.f.Env.LogDir, c.name+".log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Close() }()
-	cmd := exec.Command(c.argv[0], c.argv[1:]...)
+	cmd := exec.Command(c.Argv[0], c.Argv[1:]...)
 	cmd.Env, cmd.Dir = c.environ, c.dir
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -217,7 +214,7 @@ func (c *component) start(ctx context.Context, healthy func(ctx context.Context)
 		return fmt.Errorf("starting %s: %w", c.name, err)
 	}
 	pid := cmd.Process.Pid
-	ticks, err := startTicks(pid)
+	ticks, err := StartTicks(pid)
 	if err != nil {
 		return fmt.Errorf("the restarted %s: %w", c.name, err)
 	}
@@ -225,24 +222,27 @@ func (c *component) start(ctx context.Context, healthy func(ctx context.Context)
 		return err
 	}
 	_ = cmd.Process.Release()
-	c.pid = pid
-	for {
-		err := healthy(ctx)
-		if err == nil {
-			return nil
+	c.Pid = pid
+	var unhealthy error
+	exited := false
+	_, err = Poll(ctx, 100*time.Millisecond, 0, func(ctx context.Context) (bool, string) {
+		if unhealthy = healthy(ctx); unhealthy == nil {
+			return true, ""
 		}
-		if !processAlive(pid) {
-			return fmt.Errorf("the restarted %s (pid %d) exited; see %s.log: %w", c.name, pid, c.name, err)
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("the restarted %s is not healthy: %w", c.name, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		exited = !ProcessAlive(pid)
+		return exited, unhealthy.Error()
+	})
+	switch {
+	case exited:
+		return fmt.Errorf("the restarted %s (pid %d) exited; see %s.log: %w", c.name, pid, c.name, unhealthy)
+	case err != nil:
+		return fmt.Errorf("the restarted %s is not healthy: %w", c.name, unhealthy)
 	}
+	return nil
 }
 
-// restart stops the component, waits pause, and starts it again (see start).
-func (c *component) restart(ctx context.Context, pause time.Duration, healthy func(ctx context.Context) error) error {
+// Restart stops the component, waits pause, and starts it again (see start).
+func (c *Component) Restart(ctx context.Context, pause time.Duration, healthy func(ctx context.Context) error) error {
 	if err := c.stop(); err != nil {
 		return err
 	}
@@ -250,11 +250,11 @@ func (c *component) restart(ctx context.Context, pause time.Duration, healthy fu
 	return c.start(ctx, healthy)
 }
 
-// multusHealthy asks the daemon's /healthz over its socket.
-func (f *Framework) multusHealthy(ctx context.Context) error {
+// MultusHealthy asks the daemon's /healthz over its socket.
+func (f *Framework) MultusHealthy(ctx context.Context) error {
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", f.env.MultusSocket)
+			return (&net.Dialer{}).DialContext(ctx, "unix", f.Env.MultusSocket)
 		},
 	}}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -274,18 +274,18 @@ func (f *Framework) multusHealthy(ctx context.Context) error {
 	return nil
 }
 
-// stopMultus stops the Multus daemon and returns a function that starts it again; the test's
+// StopMultus stops the Multus daemon and returns a function that starts it again; the test's
 // cleanup starts it too if the test ends first, so a failure never leaves the node without it.
-func (f *Framework) stopMultus(t *testing.T) (restart func()) {
+func (f *Framework) StopMultus(t *testing.T) (restart func()) {
 	t.Helper()
-	d, err := f.findMultusDaemon()
+	d, err := f.FindMultusDaemon()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("stopped the Multus daemon (pid %d)", d.pid)
+	t.Logf("stopped the Multus daemon (pid %d)", d.Pid)
 	stopped := true
 	restart = func() {
 		t.Helper()
@@ -295,17 +295,17 @@ func (f *Framework) stopMultus(t *testing.T) (restart func()) {
 		stopped = false
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		if err := d.start(ctx, f.multusHealthy); err != nil {
+		if err := d.start(ctx, f.MultusHealthy); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("started the Multus daemon again (pid %d)", d.pid)
+		t.Logf("started the Multus daemon again (pid %d)", d.Pid)
 	}
 	t.Cleanup(restart)
 	return restart
 }
 
-// processAlive reports whether pid still runs.
-func processAlive(pid int) bool {
-	_, err := startTicks(pid)
+// ProcessAlive reports whether pid still runs.
+func ProcessAlive(pid int) bool {
+	_, err := StartTicks(pid)
 	return err == nil
 }

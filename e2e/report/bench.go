@@ -1,20 +1,16 @@
-//go:build e2e
-
-package e2e
+package report
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 )
 
-type benchParams struct {
+// BenchParams are the parameters of a bench run (BENCH_*).
+type BenchParams struct {
 	Pods      int    `json:"pods"`
 	Ifaces    int    `json:"ifaces"`
 	ScalePods int    `json:"scale_pods"`
@@ -22,8 +18,9 @@ type benchParams struct {
 	Out       string `json:"-"`
 }
 
-type benchResult struct {
-	Params  benchParams `json:"params"`
+// BenchResult is every figure of a bench run: what the bench prints and writes as JSON.
+type BenchResult struct {
+	Params  BenchParams `json:"params"`
 	Started string      `json:"started"`
 	Node    string      `json:"node"`
 	Failed  bool        `json:"failed"`
@@ -34,15 +31,15 @@ type benchResult struct {
 
 	PodsReadyMs float64 `json:"pods_ready_ms"`
 
-	PlugBurst   *latencyStats `json:"netplug_plug_burst,omitempty"`
-	UnplugBurst *latencyStats `json:"netplug_unplug_burst,omitempty"`
-	RawAdd      *latencyStats `json:"raw_add_burst,omitempty"`
-	RawDel      *latencyStats `json:"raw_del_burst,omitempty"`
+	PlugBurst   *LatencyStats `json:"netplug_plug_burst,omitempty"`
+	UnplugBurst *LatencyStats `json:"netplug_unplug_burst,omitempty"`
+	RawAdd      *LatencyStats `json:"raw_add_burst,omitempty"`
+	RawDel      *LatencyStats `json:"raw_del_burst,omitempty"`
 
-	SinglePlug   *latencyStats `json:"netplug_single_plug,omitempty"`
-	SingleUnplug *latencyStats `json:"netplug_single_unplug,omitempty"`
-	SingleRawAdd *latencyStats `json:"raw_single_add,omitempty"`
-	SingleRawDel *latencyStats `json:"raw_single_del,omitempty"`
+	SinglePlug   *LatencyStats `json:"netplug_single_plug,omitempty"`
+	SingleUnplug *LatencyStats `json:"netplug_single_unplug,omitempty"`
+	SingleRawAdd *LatencyStats `json:"raw_single_add,omitempty"`
+	SingleRawDel *LatencyStats `json:"raw_single_del,omitempty"`
 
 	BurstRatio             float64 `json:"burst_ratio_netplug_over_raw,omitempty"`
 	UnplugBurstRatio       float64 `json:"unplug_burst_ratio_netplug_over_raw,omitempty"`
@@ -50,36 +47,38 @@ type benchResult struct {
 	SingleP50DeltaMs       float64 `json:"single_plug_p50_delta_ms,omitempty"`
 	SingleUnplugP50DeltaMs float64 `json:"single_unplug_p50_delta_ms,omitempty"`
 
-	Phases []*phaseCost `json:"phases"`
-	Scale  *scaleResult `json:"scale,omitempty"`
+	Phases []*PhaseCost `json:"phases"`
+	Scale  *ScaleResult `json:"scale,omitempty"`
 	Notes  []string     `json:"notes,omitempty"`
 	mu     sync.Mutex   `json:"-"`
-	byName map[string]*phaseCost
+	byName map[string]*PhaseCost
 }
 
-func (r *benchResult) addPhase(p *phaseCost) {
+// AddPhase records the cost of a phase.
+func (r *BenchResult) AddPhase(p *PhaseCost) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.Phases = append(r.Phases, p)
 	if r.byName == nil {
-		r.byName = map[string]*phaseCost{}
+		r.byName = map[string]*PhaseCost{}
 	}
 	r.byName[p.Phase] = p
 }
 
-func (r *benchResult) phase(name string) *phaseCost {
+func (r *BenchResult) phase(name string) *PhaseCost {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.byName[name]
 }
 
-// logger is what note needs of a *testing.T.
-type logger interface {
+// Logger is what Note needs of a *testing.T.
+type Logger interface {
 	Helper()
 	Log(args ...any)
 }
 
-func (r *benchResult) note(t logger, format string, args ...any) {
+// Note logs a remark on the run and keeps it for the report.
+func (r *BenchResult) Note(t Logger, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	t.Log(msg)
@@ -88,22 +87,23 @@ func (r *benchResult) note(t logger, format string, args ...any) {
 	r.Notes = append(r.Notes, msg)
 }
 
-type scaleResult struct {
+// ScaleResult is the scale part of the bench.
+type ScaleResult struct {
 	FakePods        int           `json:"fake_pods"`
 	FakeCreateMs    float64       `json:"fake_pods_create_ms"`
 	LocalPods       int           `json:"local_pods"`
 	LocalReadyMs    float64       `json:"local_pods_ready_ms"`
 	BaselineRSSMiB  float64       `json:"baseline_rss_mib"`
-	Idle            *phaseCost    `json:"idle,omitempty"`
-	Burst           *latencyStats `json:"plug_burst,omitempty"`
-	UnplugBurst     *latencyStats `json:"unplug_burst,omitempty"`
-	BurstCost       *phaseCost    `json:"plug_burst_cost,omitempty"`
+	Idle            *PhaseCost    `json:"idle,omitempty"`
+	Burst           *LatencyStats `json:"plug_burst,omitempty"`
+	UnplugBurst     *LatencyStats `json:"unplug_burst,omitempty"`
+	BurstCost       *PhaseCost    `json:"plug_burst_cost,omitempty"`
 	FakeDeleteMs    float64       `json:"fake_pods_delete_ms"`
 	LocalTeardownMs float64       `json:"local_pods_teardown_ms"`
 }
 
-// latencyStats summarises per-pod (or per-call) latencies; BurstMs is first start to last done.
-type latencyStats struct {
+// LatencyStats summarises per-pod (or per-call) latencies; BurstMs is first start to last done.
+type LatencyStats struct {
 	Count   int     `json:"count"`
 	P50Ms   float64 `json:"p50_ms"`
 	P95Ms   float64 `json:"p95_ms"`
@@ -112,30 +112,31 @@ type latencyStats struct {
 	BurstMs float64 `json:"burst_ms,omitempty"`
 }
 
-func summarize(latencies []time.Duration, burst time.Duration) *latencyStats {
+// Summarize computes the nearest-rank percentiles of latencies; burst is the whole burst.
+func Summarize(latencies []time.Duration, burst time.Duration) *LatencyStats {
 	sorted := slices.Clone(latencies)
 	slices.Sort(sorted)
-	s := &latencyStats{Count: len(sorted), BurstMs: ms(burst)}
+	s := &LatencyStats{Count: len(sorted), BurstMs: Ms(burst)}
 	if len(sorted) == 0 {
 		return s
 	}
 	// Nearest rank: the smallest value with at least p% of the values at or below it.
 	rank := func(p float64) float64 {
 		i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
-		return ms(sorted[max(i, 0)])
+		return Ms(sorted[max(i, 0)])
 	}
-	s.P50Ms, s.P95Ms, s.P99Ms, s.MaxMs = rank(50), rank(95), rank(99), ms(sorted[len(sorted)-1])
+	s.P50Ms, s.P95Ms, s.P99Ms, s.MaxMs = rank(50), rank(95), rank(99), Ms(sorted[len(sorted)-1])
 	return s
 }
 
-func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/10) / 100 }
+// Ms is d in milliseconds, rounded to two decimals.
+func Ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/10) / 100 }
 
-func round2(f float64) float64 { return math.Round(f*100) / 100 }
+// Kib2mib converts KiB to MiB, rounded to two decimals.
+func Kib2mib(k uint64) float64 { return Round2(float64(k) / 1024) }
 
-func kib2mib(k uint64) float64 { return round2(float64(k) / 1024) }
-
-// phaseCost is what netplug-controller spent during one phase of the bench.
-type phaseCost struct {
+// PhaseCost is what netplug-controller spent during one phase of the bench.
+type PhaseCost struct {
 	Phase       string  `json:"phase"`
 	WallS       float64 `json:"wall_s"`
 	CPUS        float64 `json:"cpu_s"`
@@ -150,11 +151,11 @@ type phaseCost struct {
 	// For context: the Multus daemon's CPU and the whole host's (2 cores = 200%).
 	MultusCPUS     float64       `json:"multus_cpu_s"`
 	HostCPUPercent float64       `json:"host_cpu_percent"`
-	Metrics        *metricsDelta `json:"netplug_metrics,omitempty"`
+	Metrics        *MetricsDelta `json:"netplug_metrics,omitempty"`
 }
 
-// metricsDelta is what netplug's histograms recorded during a phase.
-type metricsDelta struct {
+// MetricsDelta is what netplug's histograms recorded during a phase.
+type MetricsDelta struct {
 	Adds           int     `json:"delegate_adds"`
 	AddAvgMs       float64 `json:"delegate_add_avg_ms"`
 	Dels           int     `json:"delegate_dels"`
@@ -179,29 +180,29 @@ func verdict(ok bool) string {
 	return "**MISSED**"
 }
 
-func fmtStats(s *latencyStats) string {
+func fmtStats(s *LatencyStats) string {
 	if s == nil {
 		return "–"
 	}
 	return fmt.Sprintf("%.0f / %.0f / %.0f / %.0f ms", s.P50Ms, s.P95Ms, s.P99Ms, s.MaxMs)
 }
 
-func fmtBurst(s *latencyStats) string {
+func fmtBurst(s *LatencyStats) string {
 	if s == nil {
 		return "–"
 	}
 	return fmt.Sprintf("%.2f s", s.BurstMs/1000)
 }
 
-func fmtP50(s *latencyStats) string {
+func fmtP50(s *LatencyStats) string {
 	if s == nil {
 		return "–"
 	}
 	return fmt.Sprintf("%.1f ms", s.P50Ms)
 }
 
-// markdown renders every figure the run produced; parts that did not run are left out.
-func (r *benchResult) markdown() string {
+// Markdown renders every figure the run produced; parts that did not run are left out.
+func (r *BenchResult) Markdown() string {
 	var sb strings.Builder
 	row := func(cells ...string) { sb.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
 	n, k := r.Params.Pods, r.Params.Ifaces
@@ -269,7 +270,7 @@ func (r *benchResult) markdown() string {
 
 	if sc := r.Scale; sc != nil {
 		fmt.Fprintf(&sb, "Scale: %d pods bound to fake node %s (created in %.1f s) + %d running local pods (ready in %.1f s)\n\n",
-			sc.FakePods, benchFakeNode, sc.FakeCreateMs/1000, sc.LocalPods, sc.LocalReadyMs/1000)
+			sc.FakePods, BenchFakeNode, sc.FakeCreateMs/1000, sc.LocalPods, sc.LocalReadyMs/1000)
 		row("metric", "value", "target")
 		row("---", "---", "---")
 		row("netplug RSS before the scale part", fmt.Sprintf("%.1f MiB", sc.BaselineRSSMiB), "")
@@ -301,18 +302,6 @@ func (r *benchResult) markdown() string {
 }
 
 const (
-	// benchFakeNode is the Node object the scale part binds its never-running pods to.
-	benchFakeNode = "bench-other"
+	// BenchFakeNode is the Node object the scale part binds its never-running pods to.
+	BenchFakeNode = "bench-other"
 )
-
-// writeJSON writes v, indented, to path, creating its directory.
-func writeJSON(path string, v any) error {
-	raw, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(raw, '\n'), 0o644)
-}

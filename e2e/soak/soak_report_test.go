@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package soak
 
 import (
 	"context"
@@ -13,6 +13,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/netplug/netplug/e2e/framework"
+	"github.com/netplug/netplug/e2e/report"
 )
 
 // finalChecks waits for every pod to converge and counts, with the pods alive, what disagrees.
@@ -25,14 +28,14 @@ func (s *soak) finalChecks(ctx context.Context) {
 	}
 	statusIPs := map[string][]string{} // network -> addresses network-status reports
 	for _, p := range s.pods {
-		callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
-		pod, err := s.kube.CoreV1().Pods(s.ns).Get(callCtx, p.name, metav1.GetOptions{})
+		callCtx, cancel := context.WithTimeout(ctx, framework.ApiTimeout)
+		pod, err := s.Kube.CoreV1().Pods(s.Ns).Get(callCtx, p.name, metav1.GetOptions{})
 		if err != nil {
 			cancel()
 			s.problem("final checks: %v", err)
 			continue
 		}
-		links, err := s.podLinks(callCtx, pod)
+		links, err := s.PodLinks(callCtx, pod)
 		cancel()
 		statuses, stErr := soakStatus(pod)
 		if err != nil || stErr != nil {
@@ -51,17 +54,17 @@ func (s *soak) finalChecks(ctx context.Context) {
 		}
 		for _, st := range statuses {
 			statusIPs[st.Name] = append(statusIPs[st.Name], ipsOf(st.IPs)...)
-			if _, ok := soakBridges[strings.TrimPrefix(st.Name, s.ns+"/")]; ok {
+			if _, ok := soakBridges[strings.TrimPrefix(st.Name, s.Ns+"/")]; ok {
 				r.BridgeEntries++
 			}
 		}
 	}
 	for _, nad := range []string{"a", "b"} {
-		allocated, err := s.ipamAllocations(nad)
+		allocated, err := s.IpamAllocations(nad)
 		if err != nil {
 			s.problem("final checks: %v", err)
 		}
-		reported := statusIPs[s.ns+"/"+nad]
+		reported := statusIPs[s.Ns+"/"+nad]
 		for _, ip := range allocated {
 			if !slices.Contains(reported, ip) {
 				r.LeakedIPAM = append(r.LeakedIPAM, nad+":"+ip)
@@ -96,12 +99,12 @@ func (s *soak) deleteAllAndCount(hostLinksBefore map[int]netlink.Link) {
 	}
 	// The kubelet's teardown and netplug's release run right before the pod object goes.
 	_ = s.poll(ctx, 30*time.Second, func(context.Context) (bool, string) {
-		a, _ := s.ipamAllocations("a")
-		b, _ := s.ipamAllocations("b")
+		a, _ := s.IpamAllocations("a")
+		b, _ := s.IpamAllocations("b")
 		return len(a)+len(b) == 0, "allocations left"
 	})
 	for _, nad := range []string{"a", "b"} {
-		ips, _ := s.ipamAllocations(nad)
+		ips, _ := s.IpamAllocations(nad)
 		for _, ip := range ips {
 			r.LeakedIPAMAfterDelete = append(r.LeakedIPAMAfterDelete, nad+":"+ip)
 		}
@@ -117,7 +120,7 @@ func (s *soak) deleteAllAndCount(hostLinksBefore map[int]netlink.Link) {
 		}
 	}
 	sort.Strings(r.StrayLinksAfterDelete)
-	checkpoints := filepath.Join(s.env.ClusterDir, "netplug", "checkpoints")
+	checkpoints := filepath.Join(s.Env.ClusterDir, "netplug", "checkpoints")
 	for _, p := range s.pods {
 		for _, uid := range p.uids {
 			files, _ := filepath.Glob(filepath.Join(checkpoints, string(uid), "*"))
@@ -160,7 +163,7 @@ func bridgePorts(bridge string) int {
 
 // report prints the figures, writes them as JSON, and fails the test on anything not zero.
 func (s *soak) report() {
-	t, r := s.t, &s.res
+	t, r := s.T, &s.res
 	r.Edits, r.DoubleEdits, r.Recreations = s.cycles.Load(), s.doubleEdits.Load(), s.recreations.Load()
 	r.SecondWriterWrites, r.SecondWriterConflicts = s.writer.writes.Load(), s.writer.conflicts.Load()
 	r.PodVersionsChecked, r.Duplicates = s.dupes.seen.Load(), s.dupes.dupes.Load()
@@ -169,8 +172,8 @@ func (s *soak) report() {
 	s.dupes.mu.Unlock()
 	flat := r.Baseline != nil && r.End != nil
 	if flat {
-		r.GoroutineGrowth = growth(r.Baseline.Goroutines, r.End.Goroutines)
-		r.RSSGrowth = growth(r.Baseline.RSSMiB, r.End.RSSMiB)
+		r.GoroutineGrowth = report.Growth(r.Baseline.Goroutines, r.End.Goroutines)
+		r.RSSGrowth = report.Growth(r.Baseline.RSSMiB, r.End.RSSMiB)
 		if r.Baseline.Identity != r.End.Identity {
 			s.problem("the controller process changed between the baseline (pid %d) and the end (pid %d)", r.Baseline.PID, r.End.PID)
 		}
@@ -183,9 +186,9 @@ func (s *soak) report() {
 	r.Problems = slices.Clone(s.problems)
 	s.mu.Unlock()
 
-	fmt.Print(r.markdown() + "\n")
+	fmt.Print(r.Markdown() + "\n")
 
-	if err := writeJSON(s.params.Out, r); err == nil {
+	if err := report.WriteJSON(s.params.Out, r); err == nil {
 		t.Logf("soak figures in %s", s.params.Out)
 	}
 
@@ -211,6 +214,6 @@ func (s *soak) report() {
 		t.Errorf("%d faults injected, %d planned", len(r.Faults), len(s.params.Faults))
 	}
 	if t.Failed() {
-		s.dumpIfFailed()
+		s.DumpIfFailed()
 	}
 }

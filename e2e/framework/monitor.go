@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package framework
 
 import (
 	"bytes"
@@ -10,88 +10,73 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/netplug/netplug/e2e/report"
 )
 
-// moduleRoot is the nearest directory at or above the working directory holding go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod at or above %s", dir)
-		}
-	}
+// ProcSample is one reading of a process, and of the host's CPU counters.
+type ProcSample struct {
+	At              time.Time
+	CpuTicks        uint64 // utime + stime
+	RssKiB, HwmKiB  uint64 // VmRSS, VmHWM (peak RSS since the process started)
+	AnonKiB         uint64 // RssAnon: heap, stacks; the rest of VmRSS is mostly the binary's pages
+	HostBusy, Total uint64 // /proc/stat "cpu" line: non-idle and all ticks, over all CPUs
+	MultusTicks     uint64
 }
 
-// procSample is one reading of a process, and of the host's CPU counters.
-type procSample struct {
-	at              time.Time
-	cpuTicks        uint64 // utime + stime
-	rssKiB, hwmKiB  uint64 // VmRSS, VmHWM (peak RSS since the process started)
-	anonKiB         uint64 // RssAnon: heap, stacks; the rest of VmRSS is mostly the binary's pages
-	hostBusy, total uint64 // /proc/stat "cpu" line: non-idle and all ticks, over all CPUs
-	multusTicks     uint64
-}
-
-// processMonitor reads the netplug-controller process of the node's netplug pod (and, for
+// ProcessMonitor reads the netplug-controller process of the node's netplug pod (and, for
 // context, the Multus daemon and the host's CPU counters).
-type processMonitor struct {
-	pid, multusPID int
-	startTicks     string
+type ProcessMonitor struct {
+	Pid, multusPID int
+	StartTicks     string
 	podUID         types.UID
 	restarts       int32
 }
 
-func newProcessMonitor(t *testing.T) (*processMonitor, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+func (f *Framework) NewProcessMonitor(t *testing.T) (*ProcessMonitor, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), ApiTimeout)
 	defer cancel()
-	pod, err := fw.netplugPod(ctx)
+	pod, err := f.NetplugPod(ctx)
 	if err != nil {
 		return nil, err
 	}
-	pids, err := containerProcesses(pod.UID, "netplug-controller")
+	pids, err := ContainerProcesses(pod.UID, "netplug-controller")
 	if err != nil {
 		return nil, fmt.Errorf("scanning /proc: %w", err)
 	}
 	if len(pids) != 1 {
 		return nil, fmt.Errorf("found %d netplug-controller processes in pod %s (%v), want 1", len(pids), pod.Name, pids)
 	}
-	ticks, err := startTicks(pids[0])
+	ticks, err := StartTicks(pids[0])
 	if err != nil {
 		return nil, err
 	}
-	m := &processMonitor{pid: pids[0], startTicks: ticks, podUID: pod.UID, restarts: restarts(pod)}
-	if d, err := fw.findMultusDaemon(); err == nil {
-		m.multusPID = d.pid
+	m := &ProcessMonitor{Pid: pids[0], StartTicks: ticks, podUID: pod.UID, restarts: Restarts(pod)}
+	if d, err := f.FindMultusDaemon(); err == nil {
+		m.multusPID = d.Pid
 	} else {
 		t.Logf("Multus daemon CPU not measured: %v", err)
 	}
-	t.Logf("measuring netplug-controller pid %d (pod %s)", m.pid, pod.Name)
+	t.Logf("measuring netplug-controller pid %d (pod %s)", m.Pid, pod.Name)
 	return m, nil
 }
 
-func (m *processMonitor) sample() (procSample, error) {
-	s := procSample{at: time.Now()}
-	ticks, err := startTicks(m.pid)
-	if err != nil || ticks != m.startTicks {
-		return s, fmt.Errorf("netplug-controller pid %d is gone: it restarted or crashed", m.pid)
+func (m *ProcessMonitor) Sample() (ProcSample, error) {
+	s := ProcSample{At: time.Now()}
+	ticks, err := StartTicks(m.Pid)
+	if err != nil || ticks != m.StartTicks {
+		return s, fmt.Errorf("netplug-controller pid %d is gone: it restarted or crashed", m.Pid)
 	}
-	if s.cpuTicks, err = cpuTicks(m.pid); err != nil {
+	if s.CpuTicks, err = cpuTicks(m.Pid); err != nil {
 		return s, err
 	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.pid))
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.Pid))
 	if err != nil {
 		return s, err
 	}
@@ -107,17 +92,17 @@ func (m *processMonitor) sample() (procSample, error) {
 		v, _ := strconv.ParseUint(fields[0], 10, 64)
 		switch key {
 		case "VmRSS":
-			s.rssKiB = v
+			s.RssKiB = v
 		case "VmHWM":
-			s.hwmKiB = v
+			s.HwmKiB = v
 		case "RssAnon":
-			s.anonKiB = v
+			s.AnonKiB = v
 		}
 	}
 	if m.multusPID > 0 {
-		s.multusTicks, _ = cpuTicks(m.multusPID)
+		s.MultusTicks, _ = cpuTicks(m.multusPID)
 	}
-	s.hostBusy, s.total = hostCPU()
+	s.HostBusy, s.Total = hostCPU()
 	return s, nil
 }
 
@@ -165,11 +150,11 @@ func hostCPU() (busy, total uint64) {
 	return busy, total
 }
 
-// promSnapshot maps "name{labels}" to the value of every sample of one /metrics scrape; nil when
+// PromSnapshot maps "name{labels}" to the value of every sample of one /metrics scrape; nil when
 // netplug's /metrics could not be read (the figures are then left out, nothing fails).
-type promSnapshot map[string]float64
+type PromSnapshot map[string]float64
 
-func scrapeMetrics() promSnapshot {
+func ScrapeMetrics() PromSnapshot {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, netplugMetricsURL, nil)
@@ -185,7 +170,7 @@ func scrapeMetrics() promSnapshot {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		return nil
 	}
-	snap := promSnapshot{}
+	snap := PromSnapshot{}
 	for _, line := range strings.Split(string(body), "\n") {
 		if line == "" || line[0] == '#' {
 			continue
@@ -201,8 +186,8 @@ func scrapeMetrics() promSnapshot {
 	return snap
 }
 
-// sum adds the samples of metric name whose labels include every one of labels (`k="v"`).
-func (p promSnapshot) sum(name string, labels ...string) float64 {
+// Sum adds the samples of metric name whose labels include every one of labels (`k="v"`).
+func (p PromSnapshot) Sum(name string, labels ...string) float64 {
 	var total float64
 	for series, v := range p {
 		n, lbls, _ := strings.Cut(series, "{")
@@ -220,21 +205,21 @@ func (p promSnapshot) sum(name string, labels ...string) float64 {
 	return total
 }
 
-func (p promSnapshot) delta(after promSnapshot) *metricsDelta {
+func (p PromSnapshot) Delta(after PromSnapshot) *report.MetricsDelta {
 	if p == nil || after == nil {
 		return nil
 	}
 	diff := func(name string, labels ...string) float64 {
-		return after.sum(name, labels...) - p.sum(name, labels...)
+		return after.Sum(name, labels...) - p.Sum(name, labels...)
 	}
 	avg := func(histogram string, labels ...string) (int, float64) {
 		n := diff(histogram+"_count", labels...)
 		if n <= 0 {
 			return 0, 0
 		}
-		return int(n), round2(1000 * diff(histogram+"_sum", labels...) / n)
+		return int(n), report.Round2(1000 * diff(histogram+"_sum", labels...) / n)
 	}
-	m := &metricsDelta{}
+	m := &report.MetricsDelta{}
 	m.Adds, m.AddAvgMs = avg("netplug_plug_duration_seconds", `operation="add"`)
 	m.Dels, m.DelAvgMs = avg("netplug_plug_duration_seconds", `operation="del"`)
 	m.Reconciles, m.ReconcileAvgMs = avg("netplug_reconcile_duration_seconds")
@@ -244,8 +229,8 @@ func (p promSnapshot) delta(after promSnapshot) *metricsDelta {
 }
 
 const (
-	// clockTicks is USER_HZ, the unit of utime/stime in /proc/PID/stat.
-	clockTicks = 100
+	// ClockTicks is USER_HZ, the unit of utime/stime in /proc/PID/stat.
+	ClockTicks = 100
 	// netplugMetricsURL is netplug's /metrics: the local overlay runs it on the host network.
 	netplugMetricsURL = "http://127.0.0.1:9090/metrics"
 )

@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package soak
 
 import (
 	"context"
@@ -20,6 +20,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/netplug/netplug/e2e/framework"
+	"github.com/netplug/netplug/e2e/report"
 )
 
 // runFaults injects the planned faults as the edits go by: those that replace the controller
@@ -47,7 +50,7 @@ func (s *soak) runFaults(ctx context.Context) {
 	if !s.waitForEdit(ctx, baselineAt) {
 		return
 	}
-	s.res.Baseline = s.footprint(s.t, "after warm-up")
+	s.res.Baseline = s.footprint(s.T, "after warm-up")
 	s.res.BaselineAtEdit = s.cycles.Load()
 	for i, f := range late {
 		s.injectAt(ctx, f, max(at(i, len(late), 0.5, 0.9), s.cycles.Load()+1))
@@ -55,28 +58,24 @@ func (s *soak) runFaults(ctx context.Context) {
 }
 
 func (s *soak) waitForEdit(ctx context.Context, edit int64) bool {
-	for s.cycles.Load() < edit {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return true
+	_, err := framework.Poll(ctx, 50*time.Millisecond, 0, func(context.Context) (bool, string) {
+		return s.cycles.Load() >= edit, "edit not reached"
+	})
+	return err == nil
 }
 
 func (s *soak) injectAt(ctx context.Context, fault string, edit int64) {
 	if !s.waitForEdit(ctx, edit) {
 		return
 	}
-	rec := faultRecord{Name: fault, AtEdit: s.cycles.Load()}
-	s.t.Logf("FAULT %s at edit %d", fault, rec.AtEdit)
+	rec := report.FaultRecord{Name: fault, AtEdit: s.cycles.Load()}
+	s.T.Logf("FAULT %s at edit %d", fault, rec.AtEdit)
 	start := time.Now()
 	before := s.controllerIdentity(ctx)
 	faultCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	detail, err := s.inject(faultCtx, fault)
 	cancel()
-	rec.Seconds, rec.Detail = round2(time.Since(start).Seconds()), detail
+	rec.Seconds, rec.Detail = report.Round2(time.Since(start).Seconds()), detail
 	rec.Restarted = before != s.controllerIdentity(ctx)
 	if err != nil {
 		rec.Error = err.Error()
@@ -85,7 +84,7 @@ func (s *soak) injectAt(ctx context.Context, fault string, edit int64) {
 	if rec.Restarted != restartsController(fault) {
 		s.problem("fault %s: the controller process was replaced: %t, expected %t", fault, rec.Restarted, restartsController(fault))
 	}
-	s.t.Logf("FAULT %s done in %.1fs: %s", fault, rec.Seconds, detail)
+	s.T.Logf("FAULT %s done in %.1fs: %s", fault, rec.Seconds, detail)
 	s.mu.Lock()
 	s.res.Faults = append(s.res.Faults, rec)
 	s.mu.Unlock()
@@ -102,10 +101,10 @@ func (s *soak) inject(ctx context.Context, fault string) (string, error) {
 	case "nad-deleted":
 		return s.faultNADDeleted(ctx)
 	case "containerd-restart":
-		return s.restartComponent(ctx, "containerd", "containerd", s.cri.Check)
+		return s.restartComponent(ctx, "containerd", "containerd", s.Cri.Check)
 	case "apiserver-restart":
 		return s.restartComponent(ctx, "kube-apiserver", "kube-apiserver", func(ctx context.Context) error {
-			_, err := s.kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+			_, err := s.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 			return err
 		})
 	}
@@ -114,17 +113,17 @@ func (s *soak) inject(ctx context.Context, fault string) (string, error) {
 
 // controllerIdentity names the running netplug-controller process ("pid/start"), or "".
 func (s *soak) controllerIdentity(ctx context.Context) string {
-	callCtx, cancel := context.WithTimeout(ctx, apiTimeout)
+	callCtx, cancel := context.WithTimeout(ctx, framework.ApiTimeout)
 	defer cancel()
-	pod, err := s.netplugPod(callCtx)
+	pod, err := s.NetplugPod(callCtx)
 	if err != nil {
 		return ""
 	}
-	pids, err := containerProcesses(pod.UID, "netplug-controller")
+	pids, err := framework.ContainerProcesses(pod.UID, "netplug-controller")
 	if err != nil || len(pids) != 1 {
 		return ""
 	}
-	ticks, _ := startTicks(pids[0])
+	ticks, _ := framework.StartTicks(pids[0])
 	return fmt.Sprintf("%d/%s", pids[0], ticks)
 }
 
@@ -134,11 +133,11 @@ func (s *soak) controllerIdentity(ctx context.Context) string {
 func (s *soak) borrowPluggedPod(ctx context.Context) (*soakPod, error) {
 	p := s.pods[int(s.cycles.Load())%len(s.pods)]
 	p.mu.Lock()
-	p.want = append(p.want, element{Name: "a", Interface: "sfault"})
-	value := selection(p.want...)
+	p.want = append(p.want, framework.Element{Name: "a", Interface: "sfault"})
+	value := framework.Selection(p.want...)
 	err := s.retryAPI(ctx, "editing pod "+p.name, func(ctx context.Context) error {
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, nadv1.NetworkAttachmentAnnot, value)
-		_, err := s.kube.CoreV1().Pods(s.ns).Patch(ctx, p.name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+		_, err := s.Kube.CoreV1().Pods(s.Ns).Patch(ctx, p.name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 		return err
 	})
 	if err == nil {
@@ -156,8 +155,8 @@ func (s *soak) borrowPluggedPod(ctx context.Context) (*soakPod, error) {
 func (s *soak) sandboxAllocations(sandboxID string) int {
 	n := 0
 	for _, nad := range []string{"a", "b"} {
-		dir := s.env.IPAMDir + "/" + s.cniName(nad)
-		ips, _ := s.ipamAllocations(nad)
+		dir := s.Env.IPAMDir + "/" + s.CniName(nad)
+		ips, _ := s.IpamAllocations(nad)
 		for _, ip := range ips {
 			raw, err := os.ReadFile(dir + "/" + ip)
 			if err == nil && strings.TrimSpace(strings.SplitN(string(raw), "\n", 2)[0]) == sandboxID {
@@ -172,7 +171,7 @@ func (s *soak) sandboxAllocations(sandboxID string) int {
 // back, and checks that the pod's hot-plugged addresses are released. Whatever happens, the
 // pod is created again for its worker once the old one is gone.
 func (s *soak) releaseWhileDown(ctx context.Context, p *soakPod, up func() error) (detail string, err error) {
-	sandbox, err := s.cri.PodSandbox(ctx, string(p.uid))
+	sandbox, err := s.Cri.PodSandbox(ctx, string(p.uid))
 	if err != nil {
 		return "", err
 	}
@@ -214,17 +213,17 @@ func (s *soak) faultControllerKill(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer p.mu.Unlock()
-	np, err := s.netplugPod(ctx)
+	np, err := s.NetplugPod(ctx)
 	if err != nil {
 		return "", err
 	}
-	before := restarts(np)
-	pid, err := s.killNetplugController(ctx)
+	before := framework.Restarts(np)
+	pid, err := s.KillNetplugController(ctx)
 	if err != nil {
 		return "", err
 	}
 	detail, err := s.releaseWhileDown(ctx, p, func() error {
-		_, err := s.waitNetplugReady(ctx, "", before)
+		_, err := s.WaitNetplugReady(ctx, "", before)
 		return err
 	})
 	return fmt.Sprintf("SIGKILLed pid %d; %s", pid, detail), err
@@ -239,7 +238,7 @@ func (s *soak) faultControllerDown(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer p.mu.Unlock()
-	old, err := s.netplugPod(ctx)
+	old, err := s.NetplugPod(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -248,7 +247,7 @@ func (s *soak) faultControllerDown(ctx context.Context) (string, error) {
 		return "", err
 	}
 	if err := s.poll(ctx, 2*time.Minute, func(ctx context.Context) (bool, string) {
-		list, err := s.kube.CoreV1().Pods(netplugNamespace).List(ctx, metav1.ListOptions{LabelSelector: netplugSelector})
+		list, err := s.Kube.CoreV1().Pods(framework.NetplugNamespace).List(ctx, metav1.ListOptions{LabelSelector: framework.NetplugSelector})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -259,14 +258,14 @@ func (s *soak) faultControllerDown(ctx context.Context) (string, error) {
 	var heldBy string
 	detail, err := s.releaseWhileDown(ctx, p, func() error {
 		time.Sleep(3 * time.Second) // the pod is deleted, the kubelet stops it, nobody releases
-		got, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, p.name, metav1.GetOptions{})
+		got, err := s.Kube.CoreV1().Pods(s.Ns).Get(ctx, p.name, metav1.GetOptions{})
 		if err == nil && got.UID == p.uid {
 			heldBy = fmt.Sprintf("; it waited for netplug with finalizers %v", got.Finalizers)
 		}
 		if err := s.setDaemonSetNodeSelector(ctx, "null"); err != nil {
 			return err
 		}
-		_, err = s.waitNetplugReady(ctx, old.UID, -1)
+		_, err = s.WaitNetplugReady(ctx, old.UID, -1)
 		return err
 	})
 	return "netplug taken off the node; " + detail + heldBy, err
@@ -275,17 +274,17 @@ func (s *soak) faultControllerDown(ctx context.Context) (string, error) {
 // keepLogs follows the netplug container's log into $LOG_DIR/soak-<pod>.log until it exits:
 // the pod is about to be deleted, and its logs with it (diagnostics and CI artifacts keep them).
 func (s *soak) keepLogs(pod *corev1.Pod) {
-	file, err := os.Create(filepath.Join(s.env.LogDir, "soak-"+pod.Name+".log"))
+	file, err := os.Create(filepath.Join(s.Env.LogDir, "soak-"+pod.Name+".log"))
 	if err != nil {
-		s.t.Logf("keeping the logs of %s: %v", pod.Name, err)
+		s.T.Logf("keeping the logs of %s: %v", pod.Name, err)
 		return
 	}
 	go func() {
 		defer func() { _ = file.Close() }()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		stream, err := s.kube.CoreV1().Pods(netplugNamespace).GetLogs(pod.Name,
-			&corev1.PodLogOptions{Container: netplugContainer, Follow: true}).Stream(ctx)
+		stream, err := s.Kube.CoreV1().Pods(framework.NetplugNamespace).GetLogs(pod.Name,
+			&corev1.PodLogOptions{Container: framework.NetplugContainer, Follow: true}).Stream(ctx)
 		if err != nil {
 			return
 		}
@@ -297,7 +296,7 @@ func (s *soak) keepLogs(pod *corev1.Pod) {
 func (s *soak) setDaemonSetNodeSelector(ctx context.Context, selector string) error {
 	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"nodeSelector":%s}}}}`, selector)
 	return s.retryAPI(ctx, "patching the netplug DaemonSet", func(ctx context.Context) error {
-		_, err := s.kube.AppsV1().DaemonSets(netplugNamespace).Patch(ctx, netplugDaemonSet, types.StrategicMergePatchType,
+		_, err := s.Kube.AppsV1().DaemonSets(framework.NetplugNamespace).Patch(ctx, framework.NetplugDaemonSet, types.StrategicMergePatchType,
 			[]byte(patch), metav1.PatchOptions{})
 		return err
 	})
@@ -307,48 +306,48 @@ func (s *soak) setDaemonSetNodeSelector(ctx context.Context, selector string) er
 func (s *soak) restoreDaemonSet() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ds, err := s.kube.AppsV1().DaemonSets(netplugNamespace).Get(ctx, netplugDaemonSet, metav1.GetOptions{})
+	ds, err := s.Kube.AppsV1().DaemonSets(framework.NetplugNamespace).Get(ctx, framework.NetplugDaemonSet, metav1.GetOptions{})
 	if err != nil || ds.Spec.Template.Spec.NodeSelector[soakPausedLabel] == "" {
 		return
 	}
-	s.t.Logf("cleanup: bringing netplug back on the node")
+	s.T.Logf("cleanup: bringing netplug back on the node")
 	if err := s.setDaemonSetNodeSelector(ctx, "null"); err != nil {
-		s.t.Errorf("cleanup: %v", err)
+		s.T.Errorf("cleanup: %v", err)
 		return
 	}
-	if _, err := s.waitNetplugReady(ctx, "", -1); err != nil {
-		s.t.Errorf("cleanup: %v", err)
+	if _, err := s.WaitNetplugReady(ctx, "", -1); err != nil {
+		s.T.Errorf("cleanup: %v", err)
 	}
 }
 
 // faultMultusRestart restarts the Multus daemon; it recreates its socket directory, so the
 // kubelet restarts netplug (liveness), which must then reach the new daemon.
 func (s *soak) faultMultusRestart(ctx context.Context) (string, error) {
-	d, err := s.findMultusDaemon()
+	d, err := s.FindMultusDaemon()
 	if err != nil {
 		return "", err
 	}
-	oldPID := d.pid
-	if err := d.restart(ctx, 2*time.Second, s.multusHealthy); err != nil {
+	oldPID := d.Pid
+	if err := d.Restart(ctx, 2*time.Second, s.MultusHealthy); err != nil {
 		return "", err
 	}
 	back := time.Now()
 	if err := s.poll(ctx, 2*time.Minute, func(ctx context.Context) (bool, string) {
-		return s.netplugSeesMultusSocket(ctx)
+		return s.NetplugSeesMultusSocket(ctx)
 	}); err != nil {
 		return "", err
 	}
-	if _, err := s.waitNetplugReady(ctx, "", -1); err != nil {
+	if _, err := s.WaitNetplugReady(ctx, "", -1); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("Multus pid %d -> %d; netplug reached the new socket %.1fs after it was back",
-		oldPID, d.pid, time.Since(back).Seconds()), nil
+		oldPID, d.Pid, time.Since(back).Seconds()), nil
 }
 
 // faultNADDeleted deletes NAD b while pods have it attached, lets the edits go on for 5 s
 // (unplugs from b must still work, from netplug's checkpoints; plugs wait) and creates it again.
 func (s *soak) faultNADDeleted(ctx context.Context) (string, error) {
-	nads := s.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(s.ns)
+	nads := s.Nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(s.Ns)
 	nad, err := nads.Get(ctx, "b", metav1.GetOptions{})
 	if err != nil {
 		return "", err
@@ -358,7 +357,7 @@ func (s *soak) faultNADDeleted(ctx context.Context) (string, error) {
 		if pod, err := s.lister.Get(p.name); err == nil {
 			st, _ := soakStatus(pod)
 			for _, e := range st {
-				if e.Name == s.ns+"/b" {
+				if e.Name == s.Ns+"/b" {
 					attached++
 				}
 			}
@@ -381,20 +380,20 @@ func (s *soak) faultNADDeleted(ctx context.Context) (string, error) {
 // restartComponent restarts a cluster component recorded by cluster-up and waits until it is
 // healthy and netplug is Ready again.
 func (s *soak) restartComponent(ctx context.Context, name, binary string, healthy func(ctx context.Context) error) (string, error) {
-	c, err := s.findComponent(name, binary)
+	c, err := s.FindComponent(name, binary)
 	if err != nil {
 		return "", err
 	}
-	oldPID := c.pid
+	oldPID := c.Pid
 	start := time.Now()
-	if err := c.restart(ctx, time.Second, healthy); err != nil {
+	if err := c.Restart(ctx, time.Second, healthy); err != nil {
 		return "", err
 	}
 	healthyAfter := time.Since(start)
-	if _, err := s.waitNetplugReady(ctx, "", -1); err != nil {
+	if _, err := s.WaitNetplugReady(ctx, "", -1); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s pid %d -> %d, healthy again after %.1fs", name, oldPID, c.pid, healthyAfter.Seconds()), nil
+	return fmt.Sprintf("%s pid %d -> %d, healthy again after %.1fs", name, oldPID, c.Pid, healthyAfter.Seconds()), nil
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -402,7 +401,7 @@ func (s *soak) restartComponent(ctx context.Context, name, binary string, health
 
 // footprint pauses the workers, waits until every pod converged and 2 s more, and takes the
 // median of three readings a second apart.
-func (s *soak) footprint(t *testing.T, at string) *footprint {
+func (s *soak) footprint(t *testing.T, at string) *report.Footprint {
 	s.gate.Lock()
 	defer s.gate.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), soakConverge)
@@ -413,7 +412,7 @@ func (s *soak) footprint(t *testing.T, at string) *footprint {
 		}
 	}
 	time.Sleep(2 * time.Second)
-	m, err := newProcessMonitor(t)
+	m, err := fw.NewProcessMonitor(t)
 	if err != nil {
 		s.problem("footprint %s: %v", at, err)
 		return nil
@@ -423,19 +422,19 @@ func (s *soak) footprint(t *testing.T, at string) *footprint {
 		if i > 0 {
 			time.Sleep(time.Second)
 		}
-		sample, err := m.sample()
-		metrics := scrapeMetrics()
+		sample, err := m.Sample()
+		metrics := framework.ScrapeMetrics()
 		if err != nil || metrics == nil {
 			s.problem("footprint %s: reading the controller: %v (metrics read: %t)", at, err, metrics != nil)
 			return nil
 		}
-		gor = append(gor, metrics.sum("go_goroutines"))
-		heap = append(heap, metrics.sum("go_memstats_heap_inuse_bytes")/(1<<20))
-		rss = append(rss, kib2mib(sample.rssKiB))
+		gor = append(gor, metrics.Sum("go_goroutines"))
+		heap = append(heap, metrics.Sum("go_memstats_heap_inuse_bytes")/(1<<20))
+		rss = append(rss, report.Kib2mib(sample.RssKiB))
 	}
 	median := func(v []float64) float64 { sort.Float64s(v); return v[len(v)/2] }
-	f := &footprint{At: at, PID: m.pid, Goroutines: median(gor), RSSMiB: median(rss), HeapMiB: round2(median(heap)),
-		Identity: fmt.Sprintf("%d/%s", m.pid, m.startTicks)}
+	f := &report.Footprint{At: at, PID: m.Pid, Goroutines: median(gor), RSSMiB: median(rss), HeapMiB: report.Round2(median(heap)),
+		Identity: fmt.Sprintf("%d/%s", m.Pid, m.StartTicks)}
 	t.Logf("footprint %s: pid %d, %.0f goroutines, RSS %.1f MiB, heap in use %.1f MiB", at, f.PID, f.Goroutines, f.RSSMiB, f.HeapMiB)
 	return f
 }

@@ -1,13 +1,12 @@
-//go:build e2e
-
-package e2e
+package report
 
 import (
 	"fmt"
 	"strings"
 )
 
-type soakParams struct {
+// SoakParams are the parameters of a soak run (SOAK_*).
+type SoakParams struct {
 	Pods   int      `json:"pods"`
 	Cycles int      `json:"cycles_planned"`
 	Faults []string `json:"faults_planned"`
@@ -15,8 +14,8 @@ type soakParams struct {
 	Out    string   `json:"-"`
 }
 
-// faultRecord is one injected fault, as the report shows it.
-type faultRecord struct {
+// FaultRecord is one injected fault, as the report shows it.
+type FaultRecord struct {
 	Name      string  `json:"name"`
 	AtEdit    int64   `json:"at_edit"`
 	Seconds   float64 `json:"seconds"`
@@ -25,7 +24,8 @@ type faultRecord struct {
 	Restarted bool    `json:"restarted_controller"`
 }
 
-type footprint struct {
+// Footprint is the controller's footprint at one point of the soak.
+type Footprint struct {
 	At         string  `json:"at"`
 	PID        int     `json:"pid"`
 	Goroutines float64 `json:"goroutines"`
@@ -34,13 +34,13 @@ type footprint struct {
 	Identity   string  `json:"-"`
 }
 
-// soakResult is what the soak prints at the end, and writes as JSON to SOAK_OUT.
-type soakResult struct {
-	Params      soakParams    `json:"params"`
+// SoakResult is what the soak prints at the end, and writes as JSON to SOAK_OUT.
+type SoakResult struct {
+	Params      SoakParams    `json:"params"`
 	Edits       int64         `json:"edits"`
 	DoubleEdits int64         `json:"double_edits_within_100ms"`
 	Recreations int64         `json:"pods_recreated"`
-	Faults      []faultRecord `json:"faults"`
+	Faults      []FaultRecord `json:"faults"`
 
 	SecondWriterWrites    int64    `json:"second_writer_writes"`
 	SecondWriterConflicts int64    `json:"second_writer_conflicts"`
@@ -61,9 +61,9 @@ type soakResult struct {
 	StrayLinksAfterDelete []string `json:"stray_host_links_after_delete"`
 	CheckpointsLeft       []string `json:"checkpoints_left_after_delete"`
 
-	Baseline        *footprint `json:"baseline"`
+	Baseline        *Footprint `json:"baseline"`
 	BaselineAtEdit  int64      `json:"baseline_at_edit"`
-	End             *footprint `json:"end"`
+	End             *Footprint `json:"end"`
 	GoroutineGrowth float64    `json:"goroutine_growth_pct"`
 	RSSGrowth       float64    `json:"rss_growth_pct"`
 
@@ -72,15 +72,16 @@ type soakResult struct {
 	Problems     []string `json:"problems"`
 }
 
-func growth(before, after float64) float64 {
+// Growth is the growth from before to after in percent (0 when before is 0).
+func Growth(before, after float64) float64 {
 	if before == 0 {
 		return 0
 	}
-	return round2(100 * (after - before) / before)
+	return Round2(100 * (after - before) / before)
 }
 
-// markdown renders the figures as the table the soak prints.
-func (r *soakResult) markdown() string {
+// Markdown renders the figures as the table the soak prints.
+func (r *SoakResult) Markdown() string {
 	flat := r.Baseline != nil && r.End != nil
 	var b strings.Builder
 	row := func(what string, format string, args ...any) {

@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package suite
 
 import (
 	"context"
@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/netplug/netplug/e2e/framework"
 )
 
 const (
@@ -47,34 +49,34 @@ const (
 // It runs on its own (not in TestNetplug's parallel group): nothing else here writes with
 // netplug's token, and it disrupts nothing.
 func TestAdmissionPolicy(t *testing.T) {
-	s := fw.newScenario(t, "admission")
-	ctx, cancel := s.ctx()
+	s := newScenario(t, "admission")
+	ctx, cancel := s.Ctx()
 	defer cancel()
-	if _, err := s.kube.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, admissionPolicy, metav1.GetOptions{}); err != nil {
+	if _, err := s.Kube.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, admissionPolicy, metav1.GetOptions{}); err != nil {
 		t.Fatalf("the ValidatingAdmissionPolicy %s is not installed (manifests/base/admission-policy.yaml): %v", admissionPolicy, err)
 	}
-	if _, err := s.kube.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Get(ctx, admissionPolicy, metav1.GetOptions{}); err != nil {
+	if _, err := s.Kube.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Get(ctx, admissionPolicy, metav1.GetOptions{}); err != nil {
 		t.Fatalf("the ValidatingAdmissionPolicyBinding %s is not installed: %v", admissionPolicy, err)
 	}
-	netplugPod, err := s.netplugPod(ctx)
+	netplugPod, err := s.NetplugPod(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	netplug := s.netplugClient(netplugPod)
 	unbound := s.netplugClient(nil)
 
-	own := s.runningPod("own")
-	ghost := s.newPod("ghost")
+	own := s.RunningPod("own")
+	ghost := s.NewPod("ghost")
 	ghost.Spec.NodeName = ghostNode
 	ghost.Finalizers = []string{netplugFinalizer}
-	ghost = s.createPod(ghost)
+	ghost = s.CreatePod(ghost)
 	// A finalizer left on it would hold the namespace's deletion: strip it before the scenario's
 	// own clean-up (cleanups run last registered, first).
 	t.Cleanup(func() { s.stripFinalizer(ghost.Name) })
 
 	// The API server learns of a new policy through an informer, a moment after the deploy: wait
 	// until it refuses a token bound to no pod even a no-op patch (harmless while it is allowed).
-	waitUntil(t, plugTimeout, "the admission policy to be in force", func(context.Context) (bool, string) {
+	framework.WaitUntil(t, framework.PlugTimeout, "the admission policy to be in force", func(context.Context) (bool, string) {
 		err := patchAsNetplug(unbound, own, []byte(`{"metadata":{}}`))
 		if apierrors.IsForbidden(err) {
 			return true, ""
@@ -87,17 +89,17 @@ func TestAdmissionPolicy(t *testing.T) {
 	status := s.reformattedStatus(own)
 	if err := patchAsNetplug(netplug, own, annotationPatch(nadv1.NetworkStatusAnnot, status)); err != nil {
 		t.Fatalf("netplug's token changing network-status of pod %s/%s on its own node %s: %v, want it allowed",
-			s.ns, own.Name, s.env.NodeName, err)
+			s.Ns, own.Name, s.Env.NodeName, err)
 	}
-	if got := s.mustGetPod(own.Name).Annotations[nadv1.NetworkStatusAnnot]; got != status {
-		t.Errorf("network-status of %s/%s after netplug's patch is %q, want %q", s.ns, own.Name, got, status)
+	if got := s.MustGetPod(own.Name).Annotations[nadv1.NetworkStatusAnnot]; got != status {
+		t.Errorf("network-status of %s/%s after netplug's patch is %q, want %q", s.Ns, own.Name, got, status)
 	}
 
 	// Own node, labels: denied.
 	labels := []byte(`{"metadata":{"labels":{"app":"stolen-token"}}}`)
 	expectRefused(t, "netplug's token changing the labels of an own-node pod", patchAsNetplug(netplug, own, labels), "labels")
-	if got := s.mustGetPod(own.Name).Labels["app"]; got != "netplug-e2e" {
-		t.Errorf("label app of %s/%s is %q after the refused patch, want netplug-e2e", s.ns, own.Name, got)
+	if got := s.MustGetPod(own.Name).Labels["app"]; got != "netplug-e2e" {
+		t.Errorf("label app of %s/%s is %q after the refused patch, want netplug-e2e", s.Ns, own.Name, got)
 	}
 
 	// Own node, another annotation: denied.
@@ -115,19 +117,19 @@ func TestAdmissionPolicy(t *testing.T) {
 	// Another node, removing netplug's finalizer: allowed (the sweep frees pods of deleted Nodes).
 	// A JSON patch, test-guarded by index, as hack/run/undeploy.sh does. netplug's own sweep may get
 	// there first (ghost-node has no Node object): then the test op fails, and the finalizer is gone.
-	fresh := s.mustGetPod(ghost.Name)
+	fresh := s.MustGetPod(ghost.Name)
 	if i := slices.Index(fresh.Finalizers, netplugFinalizer); i >= 0 {
 		patch := fmt.Sprintf(`[{"op":"test","path":"/metadata/finalizers/%d","value":%q},{"op":"remove","path":"/metadata/finalizers/%d"}]`,
 			i, netplugFinalizer, i)
-		ctx, cancel := s.ctx()
-		_, err := netplug.CoreV1().Pods(s.ns).Patch(ctx, ghost.Name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{})
+		ctx, cancel := s.Ctx()
+		_, err := netplug.CoreV1().Pods(s.Ns).Patch(ctx, ghost.Name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{})
 		cancel()
 		if err != nil && !apierrors.IsInvalid(err) {
 			t.Errorf("netplug's token removing its finalizer from a pod of %s: %v, want it allowed", ghostNode, err)
 		}
 	}
-	if fin := s.mustGetPod(ghost.Name).Finalizers; slices.Contains(fin, netplugFinalizer) {
-		t.Errorf("pod %s/%s still has finalizers %v", s.ns, ghost.Name, fin)
+	if fin := s.MustGetPod(ghost.Name).Finalizers; slices.Contains(fin, netplugFinalizer) {
+		t.Errorf("pod %s/%s still has finalizers %v", s.Ns, ghost.Name, fin)
 	}
 }
 
@@ -136,42 +138,42 @@ func TestAdmissionPolicy(t *testing.T) {
 // into netplug's pod does), or bound to nothing when pod is nil. It fails the test when a
 // pod-bound token does not carry the node (a cluster older than 1.30, or the feature off).
 func (s *scenario) netplugClient(pod *corev1.Pod) kubernetes.Interface {
-	s.t.Helper()
-	ctx, cancel := s.ctx()
+	s.T.Helper()
+	ctx, cancel := s.Ctx()
 	defer cancel()
 	expiry := int64(600)
 	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}
 	if pod != nil {
 		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
 	}
-	tok, err := s.kube.CoreV1().ServiceAccounts(netplugNamespace).CreateToken(ctx, netplugServiceAccount, req, metav1.CreateOptions{})
+	tok, err := s.Kube.CoreV1().ServiceAccounts(framework.NetplugNamespace).CreateToken(ctx, netplugServiceAccount, req, metav1.CreateOptions{})
 	if err != nil {
-		s.t.Fatalf("requesting a token of ServiceAccount %s/%s: %v", netplugNamespace, netplugServiceAccount, err)
+		s.T.Fatalf("requesting a token of ServiceAccount %s/%s: %v", framework.NetplugNamespace, netplugServiceAccount, err)
 	}
-	admin, err := clientcmd.BuildConfigFromFlags("", s.env.Kubeconfig)
+	admin, err := clientcmd.BuildConfigFromFlags("", s.Env.Kubeconfig)
 	if err != nil {
-		s.t.Fatalf("loading %s: %v", s.env.Kubeconfig, err)
+		s.T.Fatalf("loading %s: %v", s.Env.Kubeconfig, err)
 	}
 	rc := rest.AnonymousClientConfig(admin) // the server and its CA, none of the admin's credentials
 	rc.BearerToken = tok.Status.Token
-	rc.Timeout = apiTimeout
+	rc.Timeout = framework.ApiTimeout
 	kube, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		s.t.Fatalf("creating a client with netplug's token: %v", err)
+		s.T.Fatalf("creating a client with netplug's token: %v", err)
 	}
 	review, err := kube.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err != nil {
-		s.t.Fatalf("SelfSubjectReview with netplug's token: %v", err)
+		s.T.Fatalf("SelfSubjectReview with netplug's token: %v", err)
 	}
-	if want := "system:serviceaccount:" + netplugNamespace + ":" + netplugServiceAccount; review.Status.UserInfo.Username != want {
-		s.t.Fatalf("netplug's token authenticates as %q, want %q", review.Status.UserInfo.Username, want)
+	if want := "system:serviceaccount:" + framework.NetplugNamespace + ":" + netplugServiceAccount; review.Status.UserInfo.Username != want {
+		s.T.Fatalf("netplug's token authenticates as %q, want %q", review.Status.UserInfo.Username, want)
 	}
 	nodes := review.Status.UserInfo.Extra[nodeNameExtra]
 	switch {
 	case pod == nil && len(nodes) != 0:
-		s.t.Fatalf("a token bound to no pod carries %s=%v", nodeNameExtra, nodes)
+		s.T.Fatalf("a token bound to no pod carries %s=%v", nodeNameExtra, nodes)
 	case pod != nil && !slices.Equal(nodes, []string{pod.Spec.NodeName}):
-		s.t.Fatalf("a token bound to pod %s/%s carries %s=%v, want [%s] (Kubernetes >= 1.30 adds it)",
+		s.T.Fatalf("a token bound to pod %s/%s carries %s=%v, want [%s] (Kubernetes >= 1.30 adds it)",
 			pod.Namespace, pod.Name, nodeNameExtra, nodes, pod.Spec.NodeName)
 	}
 	return kube
@@ -179,7 +181,7 @@ func (s *scenario) netplugClient(pod *corev1.Pod) kubernetes.Interface {
 
 // patchAsNetplug merge-patches pod with client (netplug's token).
 func patchAsNetplug(client kubernetes.Interface, pod *corev1.Pod, patch []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), framework.ApiTimeout)
 	defer cancel()
 	_, err := client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 	return err
@@ -210,15 +212,15 @@ func expectRefused(t *testing.T, what string, err error, names string) {
 // reformattedStatus returns the pod's network-status entries in another JSON layout than the one
 // the annotation has now: a different value that says the same.
 func (s *scenario) reformattedStatus(pod *corev1.Pod) string {
-	s.t.Helper()
-	entries, err := networkStatus(s.mustGetPod(pod.Name))
+	s.T.Helper()
+	entries, err := framework.NetworkStatus(s.MustGetPod(pod.Name))
 	if err != nil {
-		s.t.Fatalf("reading network-status of %s/%s: %v", s.ns, pod.Name, err)
+		s.T.Fatalf("reading network-status of %s/%s: %v", s.Ns, pod.Name, err)
 	}
 	if entries == nil {
 		entries = []nadv1.NetworkStatus{}
 	}
-	current := s.mustGetPod(pod.Name).Annotations[nadv1.NetworkStatusAnnot]
+	current := s.MustGetPod(pod.Name).Annotations[nadv1.NetworkStatusAnnot]
 	for _, indent := range []string{"", "  ", "    "} {
 		var b []byte
 		if indent == "" {
@@ -227,21 +229,21 @@ func (s *scenario) reformattedStatus(pod *corev1.Pod) string {
 			b, err = json.MarshalIndent(entries, "", indent)
 		}
 		if err != nil {
-			s.t.Fatalf("encoding network-status: %v", err)
+			s.T.Fatalf("encoding network-status: %v", err)
 		}
 		if string(b) != current {
 			return string(b)
 		}
 	}
-	s.t.Fatalf("no other layout of network-status %q", current)
+	s.T.Fatalf("no other layout of network-status %q", current)
 	return ""
 }
 
 // stripFinalizer removes netplug's finalizer from the pod with the suite's own credentials.
 func (s *scenario) stripFinalizer(name string) {
-	ctx, cancel := s.ctx()
+	ctx, cancel := s.Ctx()
 	defer cancel()
-	pod, err := s.kube.CoreV1().Pods(s.ns).Get(ctx, name, metav1.GetOptions{})
+	pod, err := s.Kube.CoreV1().Pods(s.Ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return
 	}
@@ -251,7 +253,7 @@ func (s *scenario) stripFinalizer(name string) {
 	}
 	patch := fmt.Sprintf(`[{"op":"test","path":"/metadata/finalizers/%d","value":%q},{"op":"remove","path":"/metadata/finalizers/%d"}]`,
 		i, netplugFinalizer, i)
-	if _, err := s.kube.CoreV1().Pods(s.ns).Patch(ctx, name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		s.t.Logf("cleanup: removing %s from pod %s/%s: %v", netplugFinalizer, s.ns, name, err)
+	if _, err := s.Kube.CoreV1().Pods(s.Ns).Patch(ctx, name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		s.T.Logf("cleanup: removing %s from pod %s/%s: %v", netplugFinalizer, s.Ns, name, err)
 	}
 }

@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package framework
 
 import (
 	"context"
@@ -28,15 +28,15 @@ type Link struct {
 	Addrs []string
 }
 
-// same reports whether l and o are the same kernel link with the same configuration: a link
+// Same reports whether l and o are the same kernel link with the same configuration: a link
 // deleted and re-created gets a new index (and, for veth and macvlan, a new MAC).
-func (l Link) same(o Link) bool {
+func (l Link) Same(o Link) bool {
 	return l.Name == o.Name && l.Index == o.Index && l.Type == o.Type && l.MAC == o.MAC && slices.Equal(l.Addrs, o.Addrs)
 }
 
-// disagreesWith says how the link differs from its network-status entry, or "" if it agrees:
+// DisagreesWith says how the link differs from its network-status entry, or "" if it agrees:
 // it is up, has the entry's MAC and exactly the entry's addresses.
-func (l Link) disagreesWith(st nadv1.NetworkStatus) string {
+func (l Link) DisagreesWith(st nadv1.NetworkStatus) string {
 	if !l.Up {
 		return fmt.Sprintf("link %s is down", l.Name)
 	}
@@ -45,10 +45,10 @@ func (l Link) disagreesWith(st nadv1.NetworkStatus) string {
 	}
 	var have, want []string
 	for _, a := range l.Addrs {
-		have = append(have, ipOf(a))
+		have = append(have, IpOf(a))
 	}
 	for _, a := range st.IPs {
-		want = append(want, ipOf(a))
+		want = append(want, IpOf(a))
 	}
 	sort.Strings(have)
 	sort.Strings(want)
@@ -58,22 +58,22 @@ func (l Link) disagreesWith(st nadv1.NetworkStatus) string {
 	return ""
 }
 
-// podLinks lists the links of the pod's network namespace, found through CRI like netplug does.
-func (f *Framework) podLinks(ctx context.Context, pod *corev1.Pod) (map[string]Link, error) {
-	sandbox, err := f.cri.PodSandbox(ctx, string(pod.UID))
+// PodLinks lists the links of the pod's network namespace, found through CRI like netplug does.
+func (f *Framework) PodLinks(ctx context.Context, pod *corev1.Pod) (map[string]Link, error) {
+	sandbox, err := f.Cri.PodSandbox(ctx, string(pod.UID))
 	if err != nil {
 		return nil, fmt.Errorf("finding the sandbox of pod %s: %w", pod.Name, err)
 	}
-	links, err := netnsLinks(sandbox.NetNS)
+	links, err := NetnsLinks(sandbox.NetNS)
 	if err != nil {
 		return nil, fmt.Errorf("pod %s: %w", pod.Name, err)
 	}
 	return links, nil
 }
 
-// netnsLinks lists the links of the network namespace at path, through a netlink socket
+// NetnsLinks lists the links of the network namespace at path, through a netlink socket
 // opened in it (no goroutine switches namespace).
-func netnsLinks(path string) (map[string]Link, error) {
+func NetnsLinks(path string) (map[string]Link, error) {
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("opening netns %s: %w", path, err)
@@ -117,8 +117,8 @@ func netnsLinks(path string) (map[string]Link, error) {
 	return out, nil
 }
 
-// linkNames is the sorted names of links.
-func linkNames(links map[string]Link) []string {
+// LinkNames is the sorted names of links.
+func LinkNames(links map[string]Link) []string {
 	names := make([]string, 0, len(links))
 	for n := range links {
 		names = append(names, n)
@@ -127,8 +127,8 @@ func linkNames(links map[string]Link) []string {
 	return names
 }
 
-// ipOf returns the address of an IP or CIDR string in canonical form, or "" if it is neither.
-func ipOf(s string) string {
+// IpOf returns the address of an IP or CIDR string in canonical form, or "" if it is neither.
+func IpOf(s string) string {
 	if ip, _, err := net.ParseCIDR(s); err == nil {
 		return ip.String()
 	}
@@ -138,9 +138,9 @@ func ipOf(s string) string {
 	return ""
 }
 
-// inSubnet reports whether the IP or CIDR s lies in subnet.
-func inSubnet(s, subnet string) bool {
+// InSubnet reports whether the IP or CIDR s lies in subnet.
+func InSubnet(s, subnet string) bool {
 	_, n, err := net.ParseCIDR(subnet)
-	ip := net.ParseIP(ipOf(s))
+	ip := net.ParseIP(IpOf(s))
 	return err == nil && ip != nil && n.Contains(ip)
 }

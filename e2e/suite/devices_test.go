@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package suite
 
 import (
 	"context"
@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/netplug/netplug/e2e/framework"
 )
 
 // The local overlay's pools (manifests/overlays/local/config.json).
@@ -75,8 +77,8 @@ func hostAddrs(name string) ([]string, bool) {
 	return out, true
 }
 
-func (f *Framework) allocatable(ctx context.Context, r corev1.ResourceName) (int64, error) {
-	node, err := f.kube.CoreV1().Nodes().Get(ctx, f.env.NodeName, metav1.GetOptions{})
+func (s *scenario) allocatable(ctx context.Context, r corev1.ResourceName) (int64, error) {
+	node, err := s.Kube.CoreV1().Nodes().Get(ctx, s.Env.NodeName, metav1.GetOptions{})
 	if err != nil {
 		return 0, err
 	}
@@ -85,7 +87,7 @@ func (f *Framework) allocatable(ctx context.Context, r corev1.ResourceName) (int
 }
 
 func (s *scenario) waitAllocatable(r corev1.ResourceName, ok func(int64) bool, what string) {
-	waitUntil(s.t, 90*time.Second, what, func(ctx context.Context) (bool, string) {
+	framework.WaitUntil(s.T, 90*time.Second, what, func(ctx context.Context) (bool, string) {
 		n, err := s.allocatable(ctx, r)
 		if err != nil {
 			return false, err.Error()
@@ -124,7 +126,7 @@ func pluginDevices(ctx context.Context, pool corev1.ResourceName) (map[string]st
 // waitDevice waits until the pool's plugin reports device id with health: what the kubelet's
 // device manager then knows (the node's allocatable lags behind it by a status update).
 func (s *scenario) waitDevice(pool corev1.ResourceName, id, health string) {
-	waitUntil(s.t, 60*time.Second, fmt.Sprintf("%s %s in %s", id, health, pool), func(ctx context.Context) (bool, string) {
+	framework.WaitUntil(s.T, 60*time.Second, fmt.Sprintf("%s %s in %s", id, health, pool), func(ctx context.Context) (bool, string) {
 		devs, err := pluginDevices(ctx, pool)
 		if err != nil {
 			return false, err.Error()
@@ -143,56 +145,56 @@ func TestDevicePools(t *testing.T) {
 		t.Skip("device pools are not yet verified on the local cluster: set NETPLUG_E2E_DEVICES=1 with devicePools in the local overlay's config.json")
 	}
 	t.Run("Allocatable", func(t *testing.T) {
-		s := fw.newScenario(t, "dev-alloc")
+		s := newScenario(t, "dev-alloc")
 		hostVeth(t, "npdev10", "")
 		s.waitAllocatable(vethPool, func(n int64) bool { return n >= 1 }, "the veth pool is allocatable")
 		s.waitAllocatable(tunPool, func(n int64) bool { return n >= 1 }, "the tun pool is allocatable")
 	})
 
 	t.Run("NICWithoutNAD", func(t *testing.T) {
-		s := fw.newScenario(t, "dev-b")
+		s := newScenario(t, "dev-b")
 		hostVeth(t, "npdev11", "10.211.0.2/24")
 		s.waitDevice(vethPool, "npdev11", pluginapi.Healthy)
-		pod := s.createPod(withLimit(s.newPod("b"), vethPool, 1))
-		pod = s.waitRunning(pod.Name)
-		s.waitEvent(pod, corev1.EventTypeNormal, "DeviceMovedIn", "npdev11")
-		waitUntil(t, 60*time.Second, "npdev11 in the pod with its address", func(context.Context) (bool, string) {
-			l, ok := s.links(pod.Name)["npdev11"]
+		pod := s.CreatePod(withLimit(s.NewPod("b"), vethPool, 1))
+		pod = s.WaitRunning(pod.Name)
+		s.WaitEvent(pod, corev1.EventTypeNormal, "DeviceMovedIn", "npdev11")
+		framework.WaitUntil(t, 60*time.Second, "npdev11 in the pod with its address", func(context.Context) (bool, string) {
+			l, ok := s.Links(pod.Name)["npdev11"]
 			return ok && slices.Contains(l.Addrs, "10.211.0.2/24"), fmt.Sprintf("%+v", l)
 		})
 		if _, onHost := hostAddrs("npdev11"); onHost {
 			t.Fatal("npdev11 is still on the host")
 		}
 		// Deleting the pod returns the NIC to the host under its name, with its address.
-		if err := s.kube.CoreV1().Pods(s.ns).Delete(context.Background(), pod.Name, metav1.DeleteOptions{}); err != nil {
+		if err := s.Kube.CoreV1().Pods(s.Ns).Delete(context.Background(), pod.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 90*time.Second, "npdev11 back on the host with its address", func(context.Context) (bool, string) {
+		framework.WaitUntil(t, 90*time.Second, "npdev11 back on the host with its address", func(context.Context) (bool, string) {
 			addrs, ok := hostAddrs("npdev11")
 			return ok && slices.Contains(addrs, "10.211.0.2/24"), fmt.Sprint(addrs)
 		})
 	})
 
 	t.Run("NICWithNAD", func(t *testing.T) {
-		s := fw.newScenario(t, "dev-a")
+		s := newScenario(t, "dev-a")
 		hostVeth(t, "npdev12", "")
 		s.waitDevice(vethPool, "npdev12", pluginapi.Healthy)
 		// Flow a: Multus reads the NAD's resourceName and hands the allocated device to
 		// host-device. A veth has no PCI address, so the NAD names the device (a pool of one).
-		s.createNAD("hostdev", map[string]any{"cniVersion": "0.4.0", "type": "host-device", "device": "npdev12"})
-		nad, err := s.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(s.ns).Get(context.Background(), "hostdev", metav1.GetOptions{})
+		s.CreateNAD("hostdev", map[string]any{"cniVersion": "0.4.0", "type": "host-device", "device": "npdev12"})
+		nad, err := s.Nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(s.Ns).Get(context.Background(), "hostdev", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		nad.Annotations = map[string]string{"k8s.v1.cni.cncf.io/resourceName": string(vethPool)}
-		if _, err := s.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(s.ns).Update(context.Background(), nad, metav1.UpdateOptions{}); err != nil {
+		if _, err := s.Nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(s.Ns).Update(context.Background(), nad, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		pod := withLimit(s.newPod("a"), vethPool, 1)
-		pod.Annotations = map[string]string{"k8s.v1.cni.cncf.io/networks": s.ns + "/hostdev@net1"}
-		pod = s.createPod(pod)
-		s.waitRunning(pod.Name)
-		if _, ok := s.links(pod.Name)["net1"]; !ok {
+		pod := withLimit(s.NewPod("a"), vethPool, 1)
+		pod.Annotations = map[string]string{"k8s.v1.cni.cncf.io/networks": s.Ns + "/hostdev@net1"}
+		pod = s.CreatePod(pod)
+		s.WaitRunning(pod.Name)
+		if _, ok := s.Links(pod.Name)["net1"]; !ok {
 			t.Fatal("the NAD's interface net1 is not in the pod")
 		}
 		if _, onHost := hostAddrs("npdev12"); onHost {
@@ -201,15 +203,15 @@ func TestDevicePools(t *testing.T) {
 	})
 
 	t.Run("TunDevice", func(t *testing.T) {
-		s := fw.newScenario(t, "dev-tun")
-		pod := withLimit(s.newPod("tun"), tunPool, 1)
+		s := newScenario(t, "dev-tun")
+		pod := withLimit(s.NewPod("tun"), tunPool, 1)
 		pod.Spec.Containers[0].Command = []string{"sh", "-c", "test -c /dev/net/tun && sleep 3600"}
-		pod = s.createPod(pod)
-		s.waitRunning(pod.Name)
+		pod = s.CreatePod(pod)
+		s.WaitRunning(pod.Name)
 	})
 
 	t.Run("UnhealthyAndBack", func(t *testing.T) {
-		s := fw.newScenario(t, "dev-health")
+		s := newScenario(t, "dev-health")
 		hostVeth(t, "npdev13", "")
 		s.waitDevice(vethPool, "npdev13", pluginapi.Healthy)
 		before, _ := s.allocatable(context.Background(), vethPool)
@@ -228,29 +230,29 @@ func TestDevicePools(t *testing.T) {
 	})
 
 	t.Run("KubeletRestart", func(t *testing.T) {
-		s := fw.newScenario(t, "dev-kubelet")
+		s := newScenario(t, "dev-kubelet")
 		hostVeth(t, "npdev14", "")
 		s.waitDevice(vethPool, "npdev14", pluginapi.Healthy)
-		kubelet, err := fw.findComponent("kubelet", "kubelet")
+		kubelet, err := fw.FindComponent("kubelet", "kubelet")
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := s.ctx()
+		ctx, cancel := s.Ctx()
 		defer cancel()
-		if err := kubelet.restart(ctx, time.Second, func(context.Context) error { return nil }); err != nil {
+		if err := kubelet.Restart(ctx, time.Second, func(context.Context) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 		s.waitAllocatable(vethPool, func(n int64) bool { return n >= 1 }, "the pool registered again after the kubelet restart")
 	})
 
 	t.Run("Exhausted", func(t *testing.T) {
-		s := fw.newScenario(t, "dev-full")
-		pod := withLimit(s.newPod("full"), vethPool, 1000)
+		s := newScenario(t, "dev-full")
+		pod := withLimit(s.NewPod("full"), vethPool, 1000)
 		pod.Spec.NodeName = "" // the scheduler's decision, and its reason
-		pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": s.env.NodeName}
-		pod = s.createPod(pod)
-		waitUntil(t, 60*time.Second, "the pod is Pending, unschedulable", func(ctx context.Context) (bool, string) {
-			p, err := s.getPod(pod.Name)
+		pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": s.Env.NodeName}
+		pod = s.CreatePod(pod)
+		framework.WaitUntil(t, 60*time.Second, "the pod is Pending, unschedulable", func(ctx context.Context) (bool, string) {
+			p, err := s.GetPod(pod.Name)
 			if err != nil {
 				return false, err.Error()
 			}
