@@ -185,6 +185,8 @@ type scenario struct {
 	ns     string
 	start  time.Time
 	dumped sync.Once
+	// afterPods run once the scenario's pods are gone (host fixtures a pod may hold).
+	afterPods []func()
 }
 
 // newScenario creates a namespace for t and registers, in this order of execution at the end:
@@ -253,6 +255,9 @@ func (s *scenario) deleteNamespace() {
 	}
 	if ctx.Err() != nil {
 		s.t.Logf("cleanup: pods of %s still there after 90s", s.ns)
+	}
+	for _, f := range s.afterPods {
+		f()
 	}
 	delCtx, delCancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer delCancel()

@@ -147,6 +147,8 @@ type Controller struct {
 	locks keyLocks
 	// selections caches each pod's parsed selection by resourceVersion.
 	selections selectionCache
+	// poolWaiters are the pods waiting for a free device of a pool (hotplug.go).
+	poolWaiters poolWaiters
 	// atCreation remembers what pods asked Multus for at creation (see creationSelections).
 	atCreation creationSelections
 	// written maps pod UID to netplug's last status write, so a reconcile never acts on a
@@ -284,6 +286,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), c.podInformer.HasSynced, c.nadInformer.HasSynced) {
 		return fmt.Errorf("informer caches did not sync: %w", ctx.Err())
 	}
+	c.restoreDevices(ctx)
 	c.enqueueOrphans(ctx)
 	c.atCreation.prune(c.podExists)
 	close(c.synced)
