@@ -34,14 +34,14 @@ func startPools(ctx context.Context, cfg config.Config, pluginDir, podResourcesS
 		return nil, err
 	}
 	go func() { <-ctx.Done(); _ = conn.Close() }()
-	src := &devices.Source{States: map[string]*devices.State{}, Pods: pods, Host: devices.Netlink{}}
+	src := &devices.Source{States: map[string]*devices.State{}, Pods: pods, Host: devices.Netlink{}, Allocations: pods}
 	var states []*devices.State
 	for _, p := range cfg.DevicePools {
 		st := devices.NewState(p)
 		states = append(states, st)
 		src.States[p.ResourceName] = st
 	}
-	w := &devices.Watcher{Sysfs: devices.Sysfs{Root: "/", HostDev: hostDev(), Kinds: devices.Netlink{}}, States: states, Allocations: pods,
+	w := &devices.Watcher{Sysfs: devices.Sysfs{Root: "/", HostDev: hostDev(), Kinds: devices.Netlink{}}, States: states, Allocations: pods, OnFree: src.Freed,
 		Tick: time.NewTicker(5 * time.Second).C}
 	if _, err := w.Scan(ctx); err != nil {
 		return nil, err

@@ -168,6 +168,9 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
+	if pools != nil {
+		pools.SetOnFree(ctrl.PoolFreed) // a hot-plug waiting for a device retries when one frees up
+	}
 	checks["informers"] = ctrl.Synced
 	checks["cri"] = runtime.Check
 	checks["multus"] = delegate.Check

@@ -198,7 +198,13 @@ type Scenario struct {
 	Ns     string
 	start  time.Time
 	dumped sync.Once
+	// afterPods run once the scenario's pods are gone (host fixtures a pod may hold).
+	afterPods []func()
 }
+
+// AfterPods runs f once the scenario's pods are gone, before its namespace is deleted: for host
+// fixtures that a pod may hold until then.
+func (s *Scenario) AfterPods(f func()) { s.afterPods = append(s.afterPods, f) }
 
 // NewScenario creates a namespace for t and registers, in this order of execution at the end:
 // diagnostics if t failed, deletion of the namespace's pods and the namespace, the timing line.
@@ -262,6 +268,9 @@ func (s *Scenario) deleteNamespace() {
 		return err == nil && len(list.Items) == 0, "pods left"
 	}); err != nil {
 		s.T.Logf("cleanup: pods of %s still there after 90s", s.Ns)
+	}
+	for _, f := range s.afterPods {
+		f()
 	}
 	delCtx, delCancel := context.WithTimeout(context.Background(), ApiTimeout)
 	defer delCancel()

@@ -1,7 +1,7 @@
 //go:build e2e
 
 // Package suite is netplug's end-to-end suite (TestNetplug, TestSafety, TestCLI, TestDRA,
-// TestAdmissionPolicy, TestDevicePools, TestUninstall) on the local cluster, through the
+// TestAdmissionPolicy, TestDevicePools, TestDeviceHotplug, TestUninstall) on the local cluster, through the
 // framework of e2e/framework.
 package suite
 

@@ -66,6 +66,21 @@ type Entry struct {
 	// Adopted is true for an interface netplug did not plug itself but recorded: one Multus
 	// attached at pod creation for an element of the selection. It is never in flight.
 	Adopted bool `json:"adopted,omitempty"`
+	// Device is the pool device netplug hot-plugged for this interface (a NAD whose
+	// resourceName is one of netplug's pools); written before the ADD, so that a restart
+	// knows the device is out, and which one to return.
+	Device *Device `json:"device,omitempty"`
+}
+
+// Device is a pool device held by an interface, as stored on disk.
+type Device struct {
+	Pool      string `json:"pool"` // the pool's resource name
+	ID        string `json:"id"`   // the kubelet's device ID
+	Interface string `json:"interface"`
+	PCI       string `json:"pci,omitempty"`
+	// HostAddresses and HostMTU are what the link had on the host, put back on its return.
+	HostAddresses []string `json:"hostAddresses,omitempty"`
+	HostMTU       int      `json:"hostMTU,omitempty"`
 }
 
 // Attributes are the requested attributes of an interface, as stored on disk. They are the

@@ -40,6 +40,8 @@ func (c *Controller) commit(ctx context.Context, obs *observation, r *run) error
 	if _, err := c.exec.Confirm(r.outcomes); err != nil {
 		// The interfaces count as uncertain; the next reconcile redoes them.
 		klog.FromContext(ctx).Error(err, "Settling checkpoints")
+	} else {
+		c.returnDevices(pod, obs.current, r.outcomes, held)
 	}
 	c.setAttached(pod.UID, len(held))
 	if r.skipped > 0 {

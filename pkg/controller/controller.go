@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"strings"
 	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
@@ -146,6 +147,8 @@ type Controller struct {
 	locks keyLocks
 	// selections caches each pod's parsed selection by resourceVersion.
 	selections selectionCache
+	// poolWaiters are the pods waiting for a free device of a pool (hotplug.go).
+	poolWaiters poolWaiters
 	// atCreation remembers what pods asked Multus for at creation (see creationSelections).
 	atCreation creationSelections
 	// written maps pod UID to netplug's last status write, so a reconcile never acts on a
@@ -215,8 +218,9 @@ func New(opts Options, kube kubernetes.Interface, nads nadclient.Interface, rt R
 }
 
 // trimPod keeps in the cache only what a reconcile reads: identity, the two Multus
-// annotations, finalizers, the node, hostNetwork and the phase. Containers, volumes, managed
-// fields, conditions and other annotations (a last-applied configuration can be kilobytes) are
+// annotations, finalizers, the node, hostNetwork, the phase, and the extended-resource limits
+// of its containers (a device pool's NICs). Images, commands, volumes, managed fields,
+// conditions and other annotations (a last-applied configuration can be kilobytes) are
 // dropped, so the cache costs a few hundred bytes a pod.
 func trimPod(obj interface{}) (interface{}, error) {
 	pod, ok := obj.(*corev1.Pod)
@@ -229,7 +233,8 @@ func trimPod(obj interface{}) (interface{}, error) {
 			Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, ResourceVersion: pod.ResourceVersion,
 			DeletionTimestamp: pod.DeletionTimestamp, Finalizers: pod.Finalizers,
 		},
-		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName, HostNetwork: pod.Spec.HostNetwork},
+		Spec: corev1.PodSpec{NodeName: pod.Spec.NodeName, HostNetwork: pod.Spec.HostNetwork,
+			InitContainers: extendedLimits(pod.Spec.InitContainers), Containers: extendedLimits(pod.Spec.Containers)},
 		Status: corev1.PodStatus{Phase: pod.Status.Phase},
 	}
 	for _, k := range []string{nadv1.NetworkAttachmentAnnot, nadv1.NetworkStatusAnnot} {
@@ -241,6 +246,24 @@ func trimPod(obj interface{}) (interface{}, error) {
 		}
 	}
 	return trimmed, nil
+}
+
+// extendedLimits keeps of each container only its limits of extended resources (names with a
+// domain, such as netplug.io/veth): what says that the pod holds a pool's devices.
+func extendedLimits(containers []corev1.Container) []corev1.Container {
+	var out []corev1.Container
+	for _, c := range containers {
+		limits := corev1.ResourceList{}
+		for name, q := range c.Resources.Limits {
+			if strings.Contains(string(name), "/") {
+				limits[name] = q
+			}
+		}
+		if len(limits) > 0 {
+			out = append(out, corev1.Container{Name: c.Name, Resources: corev1.ResourceRequirements{Limits: limits}})
+		}
+	}
+	return out
 }
 
 func podUID(obj interface{}) ([]string, error) {
@@ -263,6 +286,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), c.podInformer.HasSynced, c.nadInformer.HasSynced) {
 		return fmt.Errorf("informer caches did not sync: %w", ctx.Err())
 	}
+	c.restoreDevices(ctx)
 	c.enqueueOrphans(ctx)
 	c.atCreation.prune(c.podExists)
 	close(c.synced)

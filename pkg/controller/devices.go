@@ -19,6 +19,12 @@ type Devices interface {
 	Requests(pod *corev1.Pod) bool
 	PodNICs(ctx context.Context, pod *corev1.Pod) ([]devices.NIC, []error, error)
 	MarkInPod(resource, iface string, in bool)
+	// Hot-plug (hotplug.go): whether a resource is a NIC pool; a free device reserved, restored
+	// from a checkpoint, and given back.
+	NICPool(resource string) bool
+	Reserve(ctx context.Context, resource, owner string) (devices.Reservation, error)
+	Restore(resource, id, owner string)
+	Unreserve(resource, id string)
 }
 
 func (c *Controller) wantsDevices(pod *corev1.Pod) bool {
@@ -83,31 +89,38 @@ func (c *Controller) deviceConfig(obs *observation, a attachment.Attachment) ([]
 func (c *Controller) movedIn(obs *observation, a attachment.Attachment, st *nadv1.NetworkStatus) {
 	n := obs.nics[a.Interface]
 	c.opts.Devices.MarkInPod(n.Pool.ResourceName, a.Interface, true)
-	if st != nil && n.Device.PCI != "" {
-		st.DeviceInfo = &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypePCI, Version: nadv1.DeviceInfoVersion,
-			Pci: &nadv1.PciDevice{PciAddress: n.Device.PCI}}
+	if st != nil {
+		st.DeviceInfo = deviceInfo(n.Device.PCI)
 	}
 }
 
-// movedOut reports a device-pool NIC that a DEL returned to the host.
+// movedOut reports a device-pool NIC that a DEL returned to the host, and gives a hot-plugged
+// one back to its pool.
 func (c *Controller) movedOut(pod *corev1.Pod, e checkpoint.Entry, o executor.Outcome) {
-	if e.Origin != checkpoint.OriginDevice || c.opts.Devices == nil {
+	if c.opts.Devices == nil || (e.Origin != checkpoint.OriginDevice && e.Device == nil) {
 		return
 	}
-	c.opts.Devices.MarkInPod(e.Namespace+"/"+e.Network, e.Interface, false)
+	if e.Device != nil {
+		c.returnDevice(pod, e.Device)
+	} else {
+		c.opts.Devices.MarkInPod(e.Namespace+"/"+e.Network, e.Interface, false)
+	}
 	if o.RestoreErr != nil {
 		c.warn(pod, ReasonHostRestoreFailed, "NIC %s is back on the host without its addresses or MTU: %v", e.Interface, o.RestoreErr)
 		return
 	}
-	c.event(pod, corev1.EventTypeNormal, ReasonDeviceMovedOut, "moved NIC %s of %s/%s back to the host", e.Interface, e.Namespace, e.Network)
+	if e.Device == nil {
+		c.event(pod, corev1.EventTypeNormal, ReasonDeviceMovedOut, "moved NIC %s of %s/%s back to the host", e.Interface, e.Namespace, e.Network)
+	}
 }
 
-// splitDevices separates the records of device-pool NICs: they are released as soon as the pod
-// terminates, before the runtime destroys the sandbox's network namespace (which would destroy
-// a veth, and return a physical NIC without its name or addresses).
+// splitDevices separates the records of device-pool NICs (moved in at start, or hot-plugged):
+// they are released as soon as the pod terminates, before the runtime destroys the sandbox's
+// network namespace (which would destroy a veth, and return a physical NIC without its name or
+// addresses).
 func splitDevices(entries []checkpoint.Entry) (nics, rest []checkpoint.Entry) {
 	for _, e := range entries {
-		if e.Origin == checkpoint.OriginDevice {
+		if e.Origin == checkpoint.OriginDevice || e.Device != nil {
 			nics = append(nics, e)
 		} else {
 			rest = append(rest, e)

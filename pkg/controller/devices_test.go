@@ -37,6 +37,13 @@ func (d *fakeDevices) MarkInPod(_, iface string, in bool) {
 	d.inPod[iface] = in
 }
 
+func (d *fakeDevices) NICPool(string) bool { return false }
+func (d *fakeDevices) Reserve(context.Context, string, string) (devices.Reservation, error) {
+	return devices.Reservation{}, devices.ErrPoolExhausted
+}
+func (d *fakeDevices) Restore(string, string, string) {}
+func (d *fakeDevices) Unreserve(string, string)       {}
+
 // A NIC the kubelet allocated is moved in at start through the executor, recorded as a device,
 // survives every edit of the annotation, and goes back to the host first when the pod ends.
 func TestSyncMovesAllocatedNICsIn(t *testing.T) {

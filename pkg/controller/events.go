@@ -42,6 +42,10 @@ const (
 	ReasonHostRestoreFailed = "HostRestoreFailed"
 	// ReasonDeviceLookup: PodResources could not say which NICs the pod holds.
 	ReasonDeviceLookup = "DeviceLookupFailed"
+	// Hot-plug of a pool device into a running pod (a NAD whose resourceName is a pool).
+	ReasonPoolExhausted     = "PoolExhausted"
+	ReasonDeviceUnavailable = "DeviceUnavailable"
+	ReasonDeviceReturned    = "DeviceReturned"
 
 	// Element problems found by the parser and the planner (pkg/attachment).
 	ReasonInvalidNetworkRef  = attachment.ReasonInvalidNetworkRef

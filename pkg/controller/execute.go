@@ -75,7 +75,7 @@ func (c *Controller) execute(ctx context.Context, obs *observation, plan attachm
 	}
 	for _, a := range plan.Adds {
 		if !blocked[a.Interface] {
-			plugs = append(plugs, func(sub *run) { c.plug(ctx, obs, sub, a) })
+			plugs = append(plugs, func(sub *run) { c.plug(ctx, obs, sub, a, nil) })
 		}
 	}
 	c.runSteps(r, removes, inBudget)
@@ -129,6 +129,9 @@ func (c *Controller) releaseStale(ctx context.Context, obs *observation, r *run)
 			r.failed = append(r.failed, o.Failure.Error())
 			continue
 		}
+		if e.Device != nil {
+			c.returnDevice(obs.pod, e.Device)
+		}
 		klog.FromContext(ctx).Info("Released an interface of an old sandbox", "network", e.Namespace+"/"+e.Network, "interface", e.Interface, "sandbox", e.SandboxID)
 	}
 	return blocked
@@ -146,19 +149,32 @@ func (c *Controller) adopt(obs *observation, r *run, a attachment.Attachment) {
 	}
 }
 
-func (c *Controller) plug(ctx context.Context, obs *observation, r *run, a attachment.Attachment) bool {
+// plug ADDs a; an element whose NAD names a pool takes a device (keep: the one its old
+// record held, in a replug).
+func (c *Controller) plug(ctx context.Context, obs *observation, r *run, a attachment.Attachment, keep *checkpoint.Device) bool {
 	config, reason, err := c.configOf(obs, a)
 	if err != nil {
 		c.failResolve(obs.pod, r, a, reason, err)
 		return false
 	}
-	o := c.exec.Add(ctx, obs.sandbox, a, config)
+	dev, config, ok := c.deviceFor(ctx, obs, r, a, config, keep)
+	if !ok {
+		return false
+	}
+	o := c.exec.AddDevice(ctx, obs.sandbox, a, config, dev)
+	if dev != nil && (o.Record.Interface == "" || (o.Failure != nil && o.Failure.Kind == executor.KindCheckpoint)) {
+		c.opts.Devices.Unreserve(dev.Pool, dev.ID) // no record holds it
+		o.Record.Device = nil
+	}
 	r.outcomes = append(r.outcomes, o)
 	if !o.OK() {
 		c.failStep(obs.pod, r, a, o.Failure)
 		return false
 	}
-	if a.Source == attachment.SourceDevice {
+	if dev != nil {
+		o.Status.DeviceInfo = deviceInfo(dev.PCI)
+		r.done = append(r.done, doneEvent{ReasonPlugged, fmt.Sprintf("plugged %s as %s with device %s of pool %s", a.NetworkName(), a.Interface, dev.ID, dev.Pool)})
+	} else if a.Source == attachment.SourceDevice {
 		c.movedIn(obs, a, o.Status)
 		r.done = append(r.done, doneEvent{ReasonDeviceMovedIn, fmt.Sprintf("moved NIC %s of %s into the pod", a.Interface, a.NetworkName())})
 	} else {
@@ -199,7 +215,11 @@ func (c *Controller) replug(ctx context.Context, obs *observation, r *run, rp at
 		return // keep the old interface rather than leave none
 	}
 	before := len(r.done)
-	if c.unplug(ctx, obs, r, rp.Old) && c.plug(ctx, obs, r, rp.New) {
+	var keep *checkpoint.Device
+	if rec, err := c.recordOf(obs, rp.Old); err == nil {
+		keep = rec.Device // the device stays with the interface
+	}
+	if c.unplug(ctx, obs, r, rp.Old) && c.plug(ctx, obs, r, rp.New, keep) {
 		r.done = append(r.done[:before], doneEvent{ReasonReplugged, fmt.Sprintf("replugged %s as %s", rp.New.NetworkName(), rp.New.Interface)})
 	}
 }

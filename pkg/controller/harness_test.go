@@ -69,6 +69,7 @@ type fakeDelegate struct {
 	mu    sync.Mutex
 	links map[string]map[string]multus.Request // netns -> ifname -> the ADD
 	calls []string                             // "ADD ns/pod net1 <network>" in order
+	sent  []multus.Request                     // every request, in order
 	fail  func(cmd string, r multus.Request) error
 	next  int
 }
@@ -87,6 +88,7 @@ func (d *fakeDelegate) Add(ctx context.Context, r multus.Request) (*cni100.Resul
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.calls = append(d.calls, fmt.Sprintf("ADD %s/%s %s %s", r.PodNamespace, r.PodName, r.IfName, networkOf(r)))
+	d.sent = append(d.sent, r)
 	if fail := d.fail; fail != nil {
 		d.mu.Unlock() // a test's hook may block: other calls go on meanwhile
 		err := fail("ADD", r)
@@ -123,6 +125,7 @@ func (d *fakeDelegate) Del(_ context.Context, r multus.Request) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.calls = append(d.calls, fmt.Sprintf("DEL %s/%s %s %s", r.PodNamespace, r.PodName, r.IfName, networkOf(r)))
+	d.sent = append(d.sent, r)
 	if fail := d.fail; fail != nil {
 		d.mu.Unlock()
 		err := fail("DEL", r)
@@ -133,6 +136,16 @@ func (d *fakeDelegate) Del(_ context.Context, r multus.Request) error {
 	}
 	delete(d.links[r.NetNS], r.IfName) // like CNI DEL: absent is fine
 	return nil
+}
+
+// lastSent is the config of the last request sent.
+func (d *fakeDelegate) lastSent() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.sent) == 0 {
+		return ""
+	}
+	return string(d.sent[len(d.sent)-1].Config)
 }
 
 // linksOf lists "ifname=network" in the netns, sorted.

@@ -37,6 +37,7 @@ type Checkpoints interface {
 // Executor carries out one attachment step with its record, metric and typed failure.
 type Executor interface {
 	Add(ctx context.Context, sb executor.Sandbox, a attachment.Attachment, config []byte) executor.Outcome
+	AddDevice(ctx context.Context, sb executor.Sandbox, a attachment.Attachment, config []byte, dev *checkpoint.Device) executor.Outcome
 	Adopt(sb executor.Sandbox, a attachment.Attachment, config []byte) executor.Outcome
 	Del(ctx context.Context, rec checkpoint.Entry) executor.Outcome
 	Release(ctx context.Context, rec checkpoint.Entry) executor.Outcome

@@ -141,7 +141,7 @@ func (c *Controller) releaseEntries(ctx context.Context, pod *corev1.Pod, entrie
 			continue
 		}
 		released = append(released, e.Interface)
-		if e.Origin == checkpoint.OriginDevice {
+		if e.Origin == checkpoint.OriginDevice || e.Device != nil {
 			c.movedOut(pod, e, o)
 		} else if !e.Adopted {
 			c.event(pod, corev1.EventTypeNormal, ReasonReleased, "released %s/%s from %s", e.Namespace, e.Network, e.Interface)
@@ -170,6 +170,7 @@ func (c *Controller) releaseOrphan(ctx context.Context, uid types.UID) error {
 	for _, e := range listing.Entries {
 		o := c.exec.Release(ctx, e)
 		if o.OK() {
+			c.movedOut(nil, e, o)
 			logger.Info("Released interface of a deleted pod", "podName", e.PodNamespace+"/"+e.PodName,
 				"network", e.Namespace+"/"+e.Network, "interface", e.Interface)
 			continue

@@ -14,6 +14,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	nadfake "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
@@ -554,7 +555,9 @@ func TestTrimPodKeepsWhatReconcileReads(t *testing.T) {
 	pod.Annotations[nadv1.NetworkStatusAnnot] = "[]"
 	pod.Annotations["kubectl.kubernetes.io/last-applied-configuration"] = strings.Repeat("x", 4096)
 	pod.Spec.HostNetwork = true
-	pod.Spec.Containers = []corev1.Container{{Name: "c", Image: "busybox"}}
+	pool := corev1.ResourceName("netplug.io/veth")
+	pod.Spec.Containers = []corev1.Container{{Name: "c", Image: "busybox"}, {Name: "nic", Image: "busybox",
+		Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), pool: resource.MustParse("1")}}}}
 	pod.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
 	obj, err := trimPod(pod)
 	if err != nil {
@@ -565,7 +568,8 @@ func TestTrimPodKeepsWhatReconcileReads(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: pod.UID, ResourceVersion: "7", DeletionTimestamp: &now,
 			Finalizers:  []string{podwriter.Finalizer},
 			Annotations: map[string]string{nadv1.NetworkAttachmentAnnot: "a@net1", nadv1.NetworkStatusAnnot: "[]"}},
-		Spec:   corev1.PodSpec{NodeName: node, HostNetwork: true},
+		Spec: corev1.PodSpec{NodeName: node, HostNetwork: true, Containers: []corev1.Container{{Name: "nic",
+			Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{pool: resource.MustParse("1")}}}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -199,6 +199,9 @@ func (p *Plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*p
 	for _, c := range req.GetContainerRequests() {
 		cr := &pluginapi.ContainerAllocateResponse{}
 		seen := map[string]bool{}
+		if err := p.State.allocatedByKubelet(c.GetDevicesIds()); err != nil {
+			return nil, err
+		}
 		for _, id := range c.GetDevicesIds() {
 			d, ok := p.State.Lookup(id)
 			if !ok {

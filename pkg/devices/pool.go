@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // State is a pool's devices as the plugin advertises them. A device stays known once found:
@@ -15,12 +16,19 @@ type State struct {
 	mu      sync.Mutex
 	devices map[string]Device // by ID
 	inPod   map[string]bool   // interface names netplug moved into a pod
-	changed chan struct{}     // closed and replaced on every change
+	// reserved are the devices netplug hot-plugged into running pods, by ID (hotplug.go): the
+	// kubelet sees them Unhealthy, so it never allocates them while they are out.
+	reserved map[string]string
+	// allocatedAt is when the kubelet last asked Allocate for a device.
+	allocatedAt map[string]time.Time
+	clock       func() time.Time // nil: time.Now
+	changed     chan struct{}    // closed and replaced on every change
 }
 
 // NewState returns the empty state of pool p.
 func NewState(p Pool) *State {
-	return &State{Pool: p, devices: map[string]Device{}, inPod: map[string]bool{}, changed: make(chan struct{})}
+	return &State{Pool: p, devices: map[string]Device{}, inPod: map[string]bool{}, reserved: map[string]string{},
+		allocatedAt: map[string]time.Time{}, changed: make(chan struct{})}
 }
 
 // Update takes one discovery's devices of the pool; it reports whether anything the kubelet
@@ -59,12 +67,16 @@ func (s *State) notify() {
 	s.changed = make(chan struct{})
 }
 
-// Devices lists the pool's devices by ID, and a channel closed at the next change.
+// Devices lists the pool's devices by ID as the kubelet is to see them (a hot-plugged one is
+// Unhealthy), and a channel closed at the next change.
 func (s *State) Devices() ([]Device, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]Device, 0, len(s.devices))
-	for _, d := range s.devices {
+	for id, d := range s.devices {
+		if s.reserved[id] != "" {
+			d.Healthy = false
+		}
 		out = append(out, d)
 	}
 	slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.ID, b.ID) })

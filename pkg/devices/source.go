@@ -3,6 +3,7 @@ package devices
 import (
 	"context"
 	"slices"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -26,6 +27,31 @@ type Source struct {
 	Pods   PodLister
 	// Host reads a link's addresses and MTU before it moves; nil carries none.
 	Host HostLinks
+	// Allocations says which devices the kubelet allocated (PodResources); a hot-plug pick
+	// needs it.
+	Allocations Allocations
+
+	mu     sync.Mutex
+	onFree func(resource string)
+}
+
+// SetOnFree sets who is told when a device of a pool may have become free (a hot-plugged one
+// returned, one came back healthy, the kubelet released one): the controller, made after the
+// pools start.
+func (s *Source) SetOnFree(f func(resource string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onFree = f
+}
+
+// Freed tells SetOnFree's function that a device of pool resource may be free.
+func (s *Source) Freed(resource string) {
+	s.mu.Lock()
+	f := s.onFree
+	s.mu.Unlock()
+	if f != nil {
+		f(resource)
+	}
 }
 
 // Requests reports whether the pod asks for a NIC of a pool in a limit of any container.

@@ -22,6 +22,11 @@ type Watcher struct {
 	Allocations Allocations
 	// Tick paces the loop (a time.Ticker's channel; a test's own channel).
 	Tick <-chan time.Time
+	// OnFree, if set, is told of each pool with more free devices than at the last scan (one
+	// came back healthy, or the kubelet released one): hot-plugs waiting for one retry.
+	OnFree func(resource string)
+
+	lastFree map[string]int
 }
 
 // Scan runs one discovery and updates every pool. It returns the links excluded from pools.
@@ -45,12 +50,20 @@ func (w *Watcher) Scan(ctx context.Context) ([]Excluded, error) {
 			klog.FromContext(ctx).V(2).Info("PodResources unavailable; devices counted as free", "err", err)
 		}
 	}
+	if w.lastFree == nil {
+		w.lastFree = map[string]int{}
+	}
 	for _, s := range w.States {
-		if s.Update(found[s.Pool.ResourceName]) {
-			klog.FromContext(ctx).Info("Device pool changed", "pool", s.Pool.ResourceName, "devices", len(found[s.Pool.ResourceName]))
+		name := s.Pool.ResourceName
+		if s.Update(found[name]) {
+			klog.FromContext(ctx).Info("Device pool changed", "pool", name, "devices", len(found[name]))
 		}
-		devs, _ := s.Devices()
-		observePool(s.Pool.ResourceName, devs, allocated[s.Pool.ResourceName])
+		c := s.counts(allocated[name])
+		observePool(name, c)
+		if last, ok := w.lastFree[name]; ok && c.free > last && w.OnFree != nil {
+			w.OnFree(name)
+		}
+		w.lastFree[name] = c.free
 	}
 	return excluded, nil
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	cni100 "github.com/containernetworking/cni/pkg/types/100"
@@ -124,9 +125,21 @@ func (x *Executor) WithHostLinks(h devices.HostLinks) *Executor {
 	return x
 }
 
-// restore puts a returned NIC's host state back; only for records of device-pool NICs.
+// restore puts a returned NIC's host state back; only for records of device-pool NICs (moved in
+// at start, or hot-plugged).
 func (x *Executor) restore(rec checkpoint.Entry, out *Outcome) {
-	if rec.Origin != checkpoint.OriginDevice || x.host == nil {
+	if x.host == nil {
+		return
+	}
+	if rec.Device != nil {
+		host, err := hostStateOf(rec.Device)
+		if err == nil && (len(host.Addresses) > 0 || host.MTU > 0) {
+			err = x.host.Restore(rec.Device.Interface, host)
+		}
+		out.RestoreErr = err
+		return
+	}
+	if rec.Origin != checkpoint.OriginDevice {
 		return
 	}
 	iface, host, err := devices.ParseHostDeviceConfig(rec.Config)
@@ -143,8 +156,14 @@ func New(d Delegate, r Records) *Executor { return &Executor{delegate: d, record
 // Confirm: if the ADD fails or netplug dies before network-status holds the result, the next
 // reconcile finds the record uncertain and replugs instead of trusting an older entry.
 func (x *Executor) Add(ctx context.Context, sb Sandbox, a attachment.Attachment, config []byte) Outcome {
+	return x.AddDevice(ctx, sb, a, config, nil)
+}
+
+// AddDevice is Add for an interface that takes a pool device (dev, already written into
+// config): the record names the device before the ADD, so a crash at any point leaves it known.
+func (x *Executor) AddDevice(ctx context.Context, sb Sandbox, a attachment.Attachment, config []byte, dev *checkpoint.Device) Outcome {
 	rec := newRecord(sb, a, config)
-	rec.InFlight = checkpoint.InFlightAdd
+	rec.InFlight, rec.Device = checkpoint.InFlightAdd, dev
 	out := Outcome{Op: OpAdd, Interface: a.Interface, Record: rec}
 	if err := x.records.Save(rec); err != nil {
 		out.Failure = &Failure{Kind: KindCheckpoint, Op: OpAdd, Interface: a.Interface, Err: err}
@@ -191,15 +210,30 @@ func (x *Executor) Del(ctx context.Context, rec checkpoint.Entry) Outcome {
 		out.Failure = &Failure{Kind: KindCheckpoint, Op: OpDel, Interface: rec.Interface, Err: err}
 		return out
 	}
-	start := time.Now()
-	err := x.delegate.Del(ctx, requestFor(rec))
-	observe(OpDel, start, err)
+	gone, err := x.del(ctx, rec)
 	if err != nil {
 		out.Failure = failure(OpDel, rec.Interface, err)
 		return out
 	}
-	x.restore(rec, &out)
+	if !gone {
+		x.restore(rec, &out)
+	}
 	return out
+}
+
+// del sends the DEL of rec. A DEL that finds the link already out of the pod (host-device's
+// "Link not found": its peer was deleted, or it left with a netns) has nothing left to undo, so
+// it counts as done; gone says so, and there is nothing on the host to restore.
+func (x *Executor) del(ctx context.Context, rec checkpoint.Entry) (gone bool, err error) {
+	start := time.Now()
+	err = x.delegate.Del(ctx, requestFor(rec))
+	observe(OpDel, start, err)
+	if errors.Is(err, multus.ErrDeviceGone) {
+		klog.FromContext(ctx).Info("DEL found the interface already gone from the pod; nothing left to undo",
+			"pod", rec.PodNamespace+"/"+rec.PodName, "interface", rec.Interface, "err", err)
+		return true, nil
+	}
+	return false, err
 }
 
 // Release DELs an interface whose pod or sandbox is gone or stopped, and removes its record
@@ -208,14 +242,14 @@ func (x *Executor) Del(ctx context.Context, rec checkpoint.Entry) Outcome {
 func (x *Executor) Release(ctx context.Context, rec checkpoint.Entry) Outcome {
 	out := Outcome{Op: OpRelease, Interface: rec.Interface, Record: rec}
 	if !rec.Adopted {
-		start := time.Now()
-		err := x.delegate.Del(ctx, requestFor(rec))
-		observe(OpDel, start, err)
+		gone, err := x.del(ctx, rec)
 		if err != nil {
 			out.Failure = failure(OpRelease, rec.Interface, err)
 			return out
 		}
-		x.restore(rec, &out)
+		if !gone {
+			x.restore(rec, &out)
+		}
 	}
 	if err := x.records.Delete(rec.PodUID, rec.Interface); err != nil {
 		out.Failure = &Failure{Kind: KindCheckpoint, Op: OpRelease, Interface: rec.Interface, Err: err}
@@ -260,6 +294,27 @@ func (x *Executor) Confirm(outcomes []Outcome) ([]Outcome, error) {
 		}
 	}
 	return settled, errors.Join(errs...)
+}
+
+// DeviceRecord is the on-disk form of a reservation.
+func DeviceRecord(r devices.Reservation) *checkpoint.Device {
+	d := &checkpoint.Device{Pool: r.Pool, ID: r.Device.ID, Interface: r.Device.Interface, PCI: r.Device.PCI, HostMTU: r.Host.MTU}
+	for _, a := range r.Host.Addresses {
+		d.HostAddresses = append(d.HostAddresses, a.String())
+	}
+	return d
+}
+
+func hostStateOf(d *checkpoint.Device) (devices.HostState, error) {
+	host := devices.HostState{MTU: d.HostMTU}
+	for _, s := range d.HostAddresses {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return host, fmt.Errorf("host address %q of %s in the checkpoint: %w", s, d.Interface, err)
+		}
+		host.Addresses = append(host.Addresses, p)
+	}
+	return host, nil
 }
 
 func newRecord(sb Sandbox, a attachment.Attachment, config []byte) checkpoint.Entry {

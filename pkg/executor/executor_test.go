@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"testing"
 
 	cni100 "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/netplug/netplug/pkg/attachment"
 	"github.com/netplug/netplug/pkg/checkpoint"
+	"github.com/netplug/netplug/pkg/devices"
 	"github.com/netplug/netplug/pkg/multus"
 )
 
@@ -185,5 +187,43 @@ func TestFailuresKeepRecords(t *testing.T) {
 	}
 	if r := RecordFor(sb, att("net6"), []byte(`{}`)); len(r.Attributes.IPs) != 0 || r.Interface != "net6" {
 		t.Fatalf("RecordFor %+v", r)
+	}
+}
+
+// hostLinks records what is restored on the host.
+type hostLinks struct{ restored []string }
+
+func (h *hostLinks) State(string) (devices.HostState, error) { return devices.HostState{}, nil }
+func (h *hostLinks) Restore(name string, s devices.HostState) error {
+	h.restored = append(h.restored, fmt.Sprintf("%s %v mtu %d", name, s.Addresses, s.MTU))
+	return nil
+}
+
+// A hot-plugged device's record names it before the ADD; its DEL restores the link's host
+// addresses from the record; a DEL that finds the link already gone (host-device's "Link not
+// found") is done, with nothing to restore.
+func TestDeviceRecords(t *testing.T) {
+	rec, d, host := newRecords(), &delegate{}, &hostLinks{}
+	x := New(d, rec).WithHostLinks(host)
+	dev := DeviceRecord(devices.Reservation{Pool: "netplug.io/veth", Device: devices.Device{ID: "npdev1", Interface: "npdev1"},
+		Host: devices.HostState{Addresses: []netip.Prefix{netip.MustParsePrefix("10.1.0.2/24")}, MTU: 1400}})
+	o := x.AddDevice(context.Background(), sb, att("net1"), []byte(`{"device":"npdev1"}`), dev)
+	if !o.OK() || rec.saved["net1"].Device == nil || rec.saved["net1"].Device.ID != "npdev1" || rec.log[0] != "save net1 ADD" {
+		t.Fatalf("add %+v, records %v", o, rec.log)
+	}
+	if o := x.Del(context.Background(), rec.saved["net1"]); !o.OK() || o.RestoreErr != nil ||
+		len(host.restored) != 1 || host.restored[0] != "npdev1 [10.1.0.2/24] mtu 1400" {
+		t.Fatalf("del %+v, restored %v", o, host.restored)
+	}
+	d.err = &multus.DaemonError{Message: `DelegateDel: error invoking DelegateDel - "host-device": error in getting result from DelNetwork: failed to find "net1": Link not found`}
+	if o := x.Release(context.Background(), rec.saved["net1"]); !o.OK() || o.Record.Interface != "" || len(host.restored) != 1 {
+		t.Fatalf("release of a gone link %+v, restored %v", o, host.restored)
+	}
+	// A record whose host state cannot be read back still DELs; the restore reports why.
+	d.err = nil
+	bad := *dev
+	bad.HostAddresses = []string{"not-a-prefix"}
+	if o := x.Del(context.Background(), checkpoint.Entry{PodUID: "uid-p", Interface: "net2", Device: &bad}); !o.OK() || o.RestoreErr == nil {
+		t.Fatalf("del with a bad host address %+v", o)
 	}
 }

@@ -32,6 +32,8 @@ const (
 	DeviceFree      = "free"
 	DeviceAllocated = "allocated"
 	DeviceUnhealthy = "unhealthy"
+	// DeviceHotplugged: handed by netplug to a running pod (not the kubelet's to allocate).
+	DeviceHotplugged = "hotplugged"
 )
 
 var (
@@ -65,11 +67,11 @@ var (
 		Help:      "Interfaces netplug currently manages on this node.",
 	})
 
-	// PoolDevices is the number of devices of each pool by state (free|allocated|unhealthy).
+	// PoolDevices is the number of devices of each pool by state (free|allocated|unhealthy|hotplugged).
 	PoolDevices = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace,
 		Name:      "pool_devices",
-		Help:      "Devices of each device pool on this node, by state (free, allocated by the kubelet, unhealthy).",
+		Help:      "Devices of each device pool on this node, by state (free, allocated by the kubelet, unhealthy, hotplugged into a running pod by netplug).",
 	}, []string{"pool", "state"})
 )
 

@@ -55,6 +55,10 @@ var (
 	ErrPodNotFound = errors.New("the Multus daemon cannot find the pod object")
 	// ErrDaemonUnavailable: the daemon's socket is missing or refuses connections.
 	ErrDaemonUnavailable = errors.New("the Multus daemon is not reachable")
+	// ErrDeviceGone: a DEL found no link of that name in the pod to move back out. host-device
+	// says so instead of succeeding (CNI wants DEL to succeed when its work is already undone);
+	// it has released its IPAM allocation by then.
+	ErrDeviceGone = errors.New("the interface to move out of the pod is not there")
 )
 
 // Is maps the daemon's words onto the errors above. Multus v4 says "validateIfName: interface
@@ -66,6 +70,10 @@ func (e *DaemonError) Is(target error) bool {
 		return strings.Contains(e.Message, "validateIfName: interface name") && strings.Contains(e.Message, "already exists")
 	case ErrPodNotFound:
 		return strings.Contains(e.Message, "pod not found during Multus GetPod")
+	case ErrDeviceGone:
+		// host-device's moveLinkOut: failed to find "net1": Link not found
+		return strings.Contains(e.Message, `"host-device"`) && strings.Contains(e.Message, "failed to find") &&
+			strings.Contains(e.Message, "Link not found")
 	}
 	return false
 }

@@ -258,6 +258,13 @@ func TestDaemonErrors(t *testing.T) {
 			wantText: "CmdDel (shim): CNI request failed with status 400: 'pod not found during Multus GetPod'",
 			wantIs:   ErrPodNotFound,
 		},
+		{
+			name:     "host-device DEL of a link no longer in the pod (the daemon's words, from the e2e cluster)",
+			status:   http.StatusBadRequest,
+			body:     `ERRORED: DelegateDel: error invoking DelegateDel - "host-device": error in getting result from DelNetwork: failed to find "npdev21": Link not found`,
+			wantText: `ERRORED: DelegateDel: error invoking DelegateDel - "host-device": error in getting result from DelNetwork: failed to find "npdev21": Link not found`,
+			wantIs:   ErrDeviceGone,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -281,7 +288,7 @@ func TestDaemonErrors(t *testing.T) {
 				if !errors.As(err, &de) || de.StatusCode != tt.status || de.CNICode != tt.wantCode {
 					t.Errorf("%s error %#v, want a DaemonError with status %d code %d", op, err, tt.status, tt.wantCode)
 				}
-				for _, known := range []error{ErrInterfaceExists, ErrPodNotFound, ErrDaemonUnavailable} {
+				for _, known := range []error{ErrInterfaceExists, ErrPodNotFound, ErrDaemonUnavailable, ErrDeviceGone} {
 					want := tt.wantIs != nil && errors.Is(tt.wantIs, known)
 					if errors.Is(err, known) != want {
 						t.Errorf("%s: errors.Is(%q, %v) = %v", op, err, known, !want)
