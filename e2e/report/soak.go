@@ -57,7 +57,14 @@ type SoakResult struct {
 	BridgePorts      int      `json:"bridge_ports"`
 	BridgeEntries    int      `json:"bridge_entries_in_status"`
 
+	// DevicesOut are pool devices off the host; DevicesUnaccounted those of them no pod's
+	// network-status lists (issue 14: must be none).
+	DevicesOut         int      `json:"pool_devices_out"`
+	DeviceEntries      int      `json:"device_entries_in_status"`
+	DevicesUnaccounted []string `json:"pool_devices_unaccounted"`
+
 	LeakedIPAMAfterDelete []string `json:"leaked_ipam_after_delete"`
+	DevicesNotBack        []string `json:"pool_devices_not_back_after_delete"`
 	StrayLinksAfterDelete []string `json:"stray_host_links_after_delete"`
 	CheckpointsLeft       []string `json:"checkpoints_left_after_delete"`
 
@@ -121,7 +128,10 @@ func (r *SoakResult) Markdown() string {
 	count("leaked IPAM allocations (pods alive)", r.LeakedIPAM)
 	count("network-status addresses with no allocation", r.UnallocatedIPs)
 	row("host bridge ports / bridge entries in network-status", "%d / %d", r.BridgePorts, r.BridgeEntries)
+	row("pool devices off the host / device entries in network-status", "%d / %d", r.DevicesOut, r.DeviceEntries)
+	count("pool devices neither on the host nor in a pod that network-status lists", r.DevicesUnaccounted)
 	count("leaked IPAM allocations after deleting the pods", r.LeakedIPAMAfterDelete)
+	count("pool devices not back on the host after deleting the pods", r.DevicesNotBack)
 	count("host links left after deleting the pods", r.StrayLinksAfterDelete)
 	count("checkpoints left after deleting the pods", r.CheckpointsLeft)
 	if flat {

@@ -53,13 +53,29 @@ func (s *soak) finalChecks(ctx context.Context) {
 			r.ForeignLost = append(r.ForeignLost, lost)
 		}
 		for _, st := range statuses {
+			if st.Name == s.Ns+"/dv" {
+				r.DeviceEntries++
+			}
 			statusIPs[st.Name] = append(statusIPs[st.Name], ipsOf(st.IPs)...)
 			if _, ok := soakBridges[strings.TrimPrefix(st.Name, s.Ns+"/")]; ok {
 				r.BridgeEntries++
 			}
 		}
 	}
-	for _, nad := range []string{"a", "b"} {
+	// A device off the host is in a pod (netplug renames it there): as many as network-status
+	// lists dv entries, or one is unaccounted for.
+	var out []string
+	for _, d := range s.devices {
+		if _, err := netlink.LinkByName(d); err != nil {
+			out = append(out, d)
+		}
+	}
+	r.DevicesOut = len(out)
+	if len(out) != r.DeviceEntries {
+		r.DevicesUnaccounted = append(r.DevicesUnaccounted, fmt.Sprintf("%d off the host (%s), %d in network-status",
+			len(out), strings.Join(out, ","), r.DeviceEntries))
+	}
+	for _, nad := range []string{"a", "b", "dv"} {
 		allocated, err := s.IpamAllocations(nad)
 		if err != nil {
 			s.problem("final checks: %v", err)
@@ -101,9 +117,15 @@ func (s *soak) deleteAllAndCount(hostLinksBefore map[int]netlink.Link) {
 	_ = s.poll(ctx, 30*time.Second, func(context.Context) (bool, string) {
 		a, _ := s.IpamAllocations("a")
 		b, _ := s.IpamAllocations("b")
-		return len(a)+len(b) == 0, "allocations left"
+		dv, _ := s.IpamAllocations("dv")
+		return len(a)+len(b)+len(dv) == 0, "allocations left"
 	})
-	for _, nad := range []string{"a", "b"} {
+	for _, d := range s.devices {
+		if _, err := netlink.LinkByName(d); err != nil {
+			r.DevicesNotBack = append(r.DevicesNotBack, d)
+		}
+	}
+	for _, nad := range []string{"a", "b", "dv"} {
 		ips, _ := s.IpamAllocations(nad)
 		for _, ip := range ips {
 			r.LeakedIPAMAfterDelete = append(r.LeakedIPAMAfterDelete, nad+":"+ip)
@@ -114,8 +136,9 @@ func (s *soak) deleteAllAndCount(hostLinksBefore map[int]netlink.Link) {
 		s.problem("listing host links: %v", err)
 	}
 	for idx, link := range now {
-		// Bridges are made by the bridge plugin on first use and never removed by a DEL.
-		if _, ok := hostLinksBefore[idx]; !ok && link.Type() != "bridge" {
+		// Bridges are made by the bridge plugin on first use and never removed by a DEL; a pool
+		// device back from a pod may have a new index (DevicesNotBack counts those).
+		if _, ok := hostLinksBefore[idx]; !ok && link.Type() != "bridge" && !slices.Contains(s.devices, link.Attrs().Name) {
 			r.StrayLinksAfterDelete = append(r.StrayLinksAfterDelete, link.Attrs().Name)
 		}
 	}
@@ -198,6 +221,7 @@ func (s *soak) report() {
 		"network-status entries without an interface":     r.InStatusNotNetns,
 		"leaked IPAM allocations":                         r.LeakedIPAM, "addresses without allocation": r.UnallocatedIPs,
 		"leaked IPAM allocations after deletion": r.LeakedIPAMAfterDelete, "host links left": r.StrayLinksAfterDelete,
+		"pool devices unaccounted for": r.DevicesUnaccounted, "pool devices not back on the host": r.DevicesNotBack,
 		"checkpoints left": r.CheckpointsLeft, "problems": r.Problems,
 	} {
 		if len(items) > 0 {

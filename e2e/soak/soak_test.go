@@ -21,6 +21,7 @@ import (
 	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -162,6 +163,8 @@ type soak struct {
 	mu       sync.Mutex
 	problems []string
 	res      report.SoakResult
+	// devices are the host names of the soak's pool devices (createDevices).
+	devices []string
 }
 
 func newSoak(t *testing.T, params report.SoakParams) *soak {
@@ -187,7 +190,8 @@ func (s *soak) problem(format string, args ...any) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Networks: two host-local bridges, a static-IP bridge and a static-IP macvlan.
+// Networks: two host-local bridges, a static-IP bridge, a static-IP macvlan, and a host-device
+// network tied to netplug's veth pool (issue 14: a device hot-plugged per element).
 
 var soakBridges = map[string]string{"a": "npsoaka", "b": "npsoakb", "st": "npsoaks"}
 
@@ -200,6 +204,52 @@ func (s *soak) createNetworks() {
 		"capabilities": map[string]any{"ips": true, "mac": true},
 		"ipam":         map[string]any{"type": "static"},
 	})
+	s.CreateNAD("dv", map[string]any{"type": "host-device", "ipam": map[string]any{
+		"type": "host-local", "dataDir": s.Env.IPAMDir, "ranges": []any{[]any{map[string]any{"subnet": "10.230.4.0/24"}}}}})
+	nads := s.Nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(s.Ns)
+	ctx, cancel := context.WithTimeout(context.Background(), framework.ApiTimeout)
+	defer cancel()
+	nad, err := nads.Get(ctx, "dv", metav1.GetOptions{})
+	if err == nil {
+		nad.Annotations = map[string]string{"k8s.v1.cni.cncf.io/resourceName": soakPool}
+		_, err = nads.Update(ctx, nad, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		s.T.Fatalf("tying NAD dv to %s: %v", soakPool, err)
+	}
+	s.createDevices()
+}
+
+// soakPool is the local overlay's veth pool (interface prefix npdev).
+const soakPool = "netplug.io/veth"
+
+// createDevices makes one veth pair per pod for the pool (npdev5N, its peer npdp5N on the
+// host): a pod's selection holds at most one dv element, so the pool is never exhausted for
+// good and every pod can converge. The pairs go at the end of the test, after the pods.
+func (s *soak) createDevices() {
+	for i := range s.pods {
+		name, peer := fmt.Sprintf("npdev5%d", i), fmt.Sprintf("npdp5%d", i)
+		la := netlink.NewLinkAttrs()
+		la.Name = name
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: peer}); err != nil {
+			s.T.Fatalf("creating veth %s: %v", name, err)
+		}
+		s.devices = append(s.devices, name)
+		s.T.Cleanup(func() {
+			if l, err := netlink.LinkByName(peer); err == nil {
+				_ = netlink.LinkDel(l)
+			}
+		})
+		for _, n := range []string{name, peer} {
+			l, err := netlink.LinkByName(n)
+			if err == nil {
+				err = netlink.LinkSetUp(l)
+			}
+			if err != nil {
+				s.T.Fatalf("setting %s up: %v", n, err)
+			}
+		}
+	}
 }
 
 func (s *soak) staticBridgeConfig() map[string]any {
@@ -222,10 +272,13 @@ func (s *soak) randomSelection(p *soakPod) []framework.Element {
 	rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
 	stSlots, mvSlots := rng.Perm(8), rng.Perm(8)
 	var out []framework.Element
+	device := false
 	for i := range rng.Intn(5) {
 		var e framework.Element
-		switch r := rng.Intn(10); {
-		case r < 4:
+		switch r := rng.Intn(12); {
+		case r >= 10 && !device:
+			e.Name, device = "dv", true // at most one pool device per pod
+		case r < 4 || r >= 10:
 			e.Name = "a"
 		case r < 7:
 			e.Name = "b"

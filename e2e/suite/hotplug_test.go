@@ -184,13 +184,26 @@ func TestDeviceHotplug(t *testing.T) {
 		if _, err := fw.KillNetplugController(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := fw.WaitNetplugReady(ctx, "", framework.Restarts(np)+1); err != nil {
-			t.Fatal(err)
-		}
+		// Running again, not Ready: readiness needs Multus, which stays down for now.
+		framework.WaitUntil(t, 90*time.Second, "netplug running again after the kill", func(ctx context.Context) (bool, string) {
+			now, err := fw.NetplugPod(ctx)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, cs := range now.Status.ContainerStatuses {
+				if cs.RestartCount > framework.Restarts(np) && cs.State.Running != nil {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("restarts %d", framework.Restarts(now))
+		})
 		s.waitDevice(vethPool, "npdev24", pluginapi.Unhealthy) // still out after the restart
 		s.SetNetworks("b", "hd@net1")
 		s.WaitEvent(b, corev1.EventTypeWarning, "PoolExhausted", "no free device")
 		restartMultus()
+		if _, err := fw.WaitNetplugReady(ctx, "", framework.Restarts(np)); err != nil {
+			t.Fatal(err)
+		}
 		s.WaitAttached("a", "hd", "net1")
 		s.expectNotOnHost("npdev24")
 		if st, _ := framework.SecondaryStatus(s.MustGetPod("b")); len(st) != 0 {
