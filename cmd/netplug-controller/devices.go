@@ -15,6 +15,9 @@ import (
 // character-device pool is whether its node exists on the host.
 const hostDevDir = "/host/dev"
 
+// cdiDir is the runtime's dynamic CDI spec directory (mounted from the host).
+const cdiDir = "/var/run/cdi"
+
 // hostDev is hostDevDir when mounted; netplug run on the host itself reads /dev.
 func hostDev() string {
 	if _, err := os.Stat(hostDevDir); err != nil {
@@ -49,6 +52,12 @@ func startPools(ctx context.Context, cfg config.Config, pluginDir, podResourcesS
 	go w.Run(ctx)
 	for _, st := range states {
 		p := &devices.Plugin{State: st, Dir: pluginDir, Tick: time.NewTicker(5 * time.Second).C}
+		if st.Pool.Kind() == devices.KindChar {
+			// Runtimes with CDI inject the nodes from the spec; the DeviceSpecs serve the others.
+			if p.CDI, err = devices.WriteCDISpec(cdiDir, st.Pool); err != nil {
+				klog.FromContext(ctx).Info("No CDI spec for the pool; device nodes go as DeviceSpecs only", "pool", st.Pool.ResourceName, "err", err)
+			}
+		}
 		go func() { _ = p.Run(ctx) }()
 		klog.FromContext(ctx).Info("Device pool", "pool", st.Pool.ResourceName, "matcher", st.Pool.Matcher())
 	}

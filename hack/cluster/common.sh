@@ -41,6 +41,8 @@ ETCD_METRICS_PORT=12381
 # Host links cluster-down deletes (peers of veths go with them); bridges named np* are deleted too.
 OWNED_LINKS=(e2ebr0 e2esec0 e2emv0)
 OWNED_BRIDGE_PREFIX=np
+# The local overlay's veth pool matches npdev*; the fixtures' peers are npdp*.
+OWNED_VETH_PREFIX=npd
 
 # Control-plane components, in start order; cluster-down stops them in reverse.
 COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler multus-daemon kubelet)

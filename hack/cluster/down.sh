@@ -26,6 +26,10 @@ delete_owned_links() {
   for link in $(ip -o link show type bridge | awk -F': ' '{print $2}' | cut -d@ -f1); do
     [[ "$link" == "$OWNED_BRIDGE_PREFIX"* ]] && ip link delete "$link"
   done
+  # The device-pool fixtures: veth pairs npdevN/npdpN of the e2e suite, the soak and the demo.
+  for link in $(ip -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1); do
+    [[ "$link" == "$OWNED_VETH_PREFIX"* ]] && { ip link delete "$link" 2>/dev/null || true; }
+  done
   return 0
 }
 

@@ -75,6 +75,17 @@ if $redeploy; then
 fi
 kubectl -n netplug-system get pods -o wide
 
+section "Device pools and DRA (the local overlay's pools: netplug.io/veth by prefix npdev, netplug.io/tun)"
+# A veth pair for the veth pool: npdev0 is the pool's device, npdp0 its peer on the host.
+ip link show npdev0 >/dev/null 2>&1 || { ip link add npdev0 type veth peer name npdp0 && ip link set npdev0 up && ip link set npdp0 up; }
+pool_allocatable() { kubectl get node "$NODE_NAME" -o json | jq -e '.status.allocatable["netplug.io/veth"] | tonumber >= 1'; }
+wait_until "the node's allocatable shows netplug.io/veth" pool_allocatable
+echo "\$ kubectl get node $NODE_NAME -o jsonpath='{.status.allocatable}'"
+kubectl get node "$NODE_NAME" -o jsonpath='{.status.allocatable}' | jq -c 'with_entries(select(.key | startswith("netplug.io")))'
+echo "\$ kubectl get resourceslices,deviceclasses (DRA driver netplug.io)"
+kubectl get resourceslices -o custom-columns=NAME:.metadata.name,DRIVER:.spec.driver,DEVICES:.spec.devices[*].name --no-headers | grep netplug.io | cut -c1-160 || true
+kubectl get deviceclasses
+
 section "4/6 A running pod with only its cluster network (eth0)"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
 # Pods need the namespace's "default" ServiceAccount, which the controller-manager creates.

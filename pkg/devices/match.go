@@ -21,6 +21,8 @@ type Device struct {
 	Path string
 	// Healthy: the link is there with carrier, or the device node is there.
 	Healthy bool
+	// NUMA is the NIC's NUMA node, -1 when unknown (a virtual link, a device node).
+	NUMA int
 }
 
 // Excluded is a link a pool's matcher selects that is never put in a pool, and why.
@@ -66,7 +68,7 @@ func Match(pools []Pool, links []Link, defaultRoute map[string]bool, present fun
 			id = l.PCI
 		}
 		p := owners[0]
-		out[p.ResourceName] = append(out[p.ResourceName], Device{ID: id, Interface: l.Name, PCI: l.PCI, Healthy: l.Carrier})
+		out[p.ResourceName] = append(out[p.ResourceName], Device{ID: id, Interface: l.Name, PCI: l.PCI, Healthy: l.Carrier, NUMA: l.NUMA})
 	}
 	for _, p := range pools {
 		if p.Kind() != KindChar {
@@ -75,7 +77,7 @@ func Match(pools []Pool, links []Link, defaultRoute map[string]bool, present fun
 		for _, path := range p.CharDevices {
 			ok := present(path)
 			for i := 0; i < p.Shares; i++ {
-				out[p.ResourceName] = append(out[p.ResourceName], Device{ID: charID(path, i, p.Shares), Path: path, Healthy: ok})
+				out[p.ResourceName] = append(out[p.ResourceName], Device{ID: charID(path, i, p.Shares), Path: path, Healthy: ok, NUMA: -1})
 			}
 		}
 	}

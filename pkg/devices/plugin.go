@@ -32,6 +32,9 @@ type Plugin struct {
 	Tick <-chan time.Time
 	// Timeout bounds the registration call (default 10 s).
 	Timeout time.Duration
+	// CDI maps a device node's path to its qualified CDI device name (WriteCDISpec); nil
+	// without a CDI spec.
+	CDI map[string]string
 
 	mu         sync.Mutex
 	registered int // registrations so far, for tests and logs
@@ -158,7 +161,12 @@ func (p *Plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingSer
 			if !d.Healthy {
 				health = pluginapi.Unhealthy
 			}
-			resp.Devices = append(resp.Devices, &pluginapi.Device{ID: d.ID, Health: health})
+			dev := &pluginapi.Device{ID: d.ID, Health: health}
+			if d.NUMA >= 0 {
+				// For the kubelet's Topology Manager: the NIC is local to this NUMA node.
+				dev.Topology = &pluginapi.TopologyInfo{Nodes: []*pluginapi.NUMANode{{ID: int64(d.NUMA)}}}
+			}
+			resp.Devices = append(resp.Devices, dev)
 		}
 		if err := stream.Send(resp); err != nil {
 			return err
@@ -171,13 +179,15 @@ func (p *Plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingSer
 	}
 }
 
-// GetPreferredAllocation prefers the devices that must be included, then the others in ID
-// order (PCI addresses sort by bus, so NICs of one bus go together).
+// GetPreferredAllocation prefers the devices that must be included, then the others of one
+// NUMA node (that of the devices that must be included, else the node with the most available
+// devices), then the rest, each group in ID order (PCI addresses sort by bus, so NICs of one bus
+// go together).
 func (p *Plugin) GetPreferredAllocation(_ context.Context, req *pluginapi.PreferredAllocationRequest) (*pluginapi.PreferredAllocationResponse, error) {
 	resp := &pluginapi.PreferredAllocationResponse{}
 	for _, c := range req.GetContainerRequests() {
 		picked := slices.Clone(c.GetMustIncludeDeviceIDs())
-		available := slices.Sorted(slices.Values(c.GetAvailableDeviceIDs()))
+		available := p.byLocality(picked, c.GetAvailableDeviceIDs())
 		for _, id := range available {
 			if len(picked) >= int(c.GetAllocationSize()) {
 				break
@@ -191,7 +201,50 @@ func (p *Plugin) GetPreferredAllocation(_ context.Context, req *pluginapi.Prefer
 	return resp, nil
 }
 
-// Allocate answers for each container: a device node pool mounts its nodes (DeviceSpec, "rw");
+// byLocality orders ids by ID, those on the preferred NUMA node first: the node of the first
+// device that must be included, else the node with the most of ids (the lowest on a tie).
+func (p *Plugin) byLocality(must, ids []string) []string {
+	numa := func(id string) int {
+		if d, ok := p.State.Lookup(id); ok {
+			return d.NUMA
+		}
+		return -1
+	}
+	preferred := -1
+	for _, id := range must {
+		if preferred = numa(id); preferred >= 0 {
+			break
+		}
+	}
+	if preferred < 0 {
+		count := map[int]int{}
+		for _, id := range ids {
+			if n := numa(id); n >= 0 {
+				count[n]++
+				if preferred < 0 || count[n] > count[preferred] || (count[n] == count[preferred] && n < preferred) {
+					preferred = n
+				}
+			}
+		}
+	}
+	out := slices.Sorted(slices.Values(ids))
+	if preferred >= 0 {
+		slices.SortStableFunc(out, func(a, b string) int {
+			return boolRank(numa(b) == preferred) - boolRank(numa(a) == preferred)
+		})
+	}
+	return out
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Allocate answers for each container: a device node pool mounts its nodes (DeviceSpec, "rw",
+// and the CDI device of the node when a spec was written);
 // a NIC needs nothing from the runtime (netplug, or Multus in flow a, moves it in once the
 // sandbox runs). An unknown device ID is an error.
 func (p *Plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*pluginapi.AllocateResponse, error) {
@@ -210,6 +263,9 @@ func (p *Plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*p
 			if d.Path != "" && !seen[d.Path] {
 				seen[d.Path] = true
 				cr.Devices = append(cr.Devices, &pluginapi.DeviceSpec{ContainerPath: d.Path, HostPath: d.Path, Permissions: "rw"})
+				if name, ok := p.CDI[d.Path]; ok {
+					cr.CdiDevices = append(cr.CdiDevices, &pluginapi.CDIDevice{Name: name})
+				}
 			}
 		}
 		resp.ContainerResponses = append(resp.ContainerResponses, cr)

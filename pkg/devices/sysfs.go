@@ -20,6 +20,7 @@ type Link struct {
 	Upper   bool   // other links sit on top of it (VLANs, macvlans, a bond of it)
 	Loop    bool   // loopback
 	Carrier bool   // carrier is 1 (or operstate is up)
+	NUMA    int    // NUMA node of the PCI function (device/numa_node); -1 when unknown or virtual
 }
 
 // KindResolver names the kind of a virtual link that sysfs does not (a veth has no device
@@ -67,9 +68,12 @@ func (s Sysfs) link(name string) (Link, bool) {
 	if _, err := os.Stat(dir); err != nil {
 		return Link{}, false
 	}
-	l := Link{Name: name}
+	l := Link{Name: name, NUMA: -1}
 	if target, err := filepath.EvalSymlinks(filepath.Join(dir, "device")); err == nil {
 		l.PCI = pciOf(target)
+		if n, err := strconv.Atoi(readString(filepath.Join(dir, "device", "numa_node"))); err == nil && n >= 0 {
+			l.NUMA = n
+		}
 		if drv, err := os.Readlink(filepath.Join(dir, "device", "driver")); err == nil {
 			l.Driver = filepath.Base(drv)
 		}

@@ -52,6 +52,7 @@ type linkSpec struct {
 	devtype, carrier, operstate string
 	pci, driver                 string // a PCI function with a driver; virtio puts a virtioN child between
 	virtio, master, upper, loop bool
+	numa                        string // device/numa_node of a PCI function ("-1" without NUMA)
 }
 
 // link adds /sys/class/net/<name> in the kernel's layout.
@@ -87,6 +88,9 @@ func (tr *tree) link(name string, s linkSpec) {
 		} else {
 			tr.symlink("../../../bus/drivers/"+s.driver, dev+"/driver")
 		}
+		if s.numa != "" {
+			tr.write(dev+"/numa_node", s.numa+"\n")
+		}
 		tr.symlink("../../../devices/pci0000:00/"+s.pci, "sys/bus/pci/devices/"+s.pci)
 		tr.symlink("../../../"+dev[len("sys/"):], dir+"/device")
 	}
@@ -118,8 +122,8 @@ func anyFile(fs.FileInfo) bool { return true }
 func TestLinks(t *testing.T) {
 	tr := newTree(t)
 	tr.link("eth0", linkSpec{pci: "0000:00:03.0", driver: "virtio_net", virtio: true, carrier: "1"})
-	tr.link("eth1", linkSpec{pci: "0000:00:04.0", driver: "virtio_net", virtio: true, carrier: "0", operstate: "up"})
-	tr.link("ens5", linkSpec{pci: "0000:00:05.0", driver: "e1000"})
+	tr.link("eth1", linkSpec{pci: "0000:00:04.0", driver: "virtio_net", virtio: true, carrier: "0", operstate: "up", numa: "-1"})
+	tr.link("ens5", linkSpec{pci: "0000:00:05.0", driver: "e1000", numa: "1"})
 	tr.link("npdev1", linkSpec{carrier: "1"})
 	tr.link("br0", linkSpec{devtype: "bridge"})
 	tr.link("lo", linkSpec{loop: true})
@@ -133,12 +137,12 @@ func TestLinks(t *testing.T) {
 		got[l.Name] = l
 	}
 	want := map[string]Link{
-		"eth0":   {Name: "eth0", Driver: "virtio_net", PCI: "0000:00:03.0", Carrier: true},
-		"eth1":   {Name: "eth1", Driver: "virtio_net", PCI: "0000:00:04.0", Carrier: true},
-		"ens5":   {Name: "ens5", Driver: "e1000", PCI: "0000:00:05.0"},
-		"npdev1": {Name: "npdev1", Driver: "veth", Carrier: true},
-		"br0":    {Name: "br0", Driver: "bridge"},
-		"lo":     {Name: "lo", Loop: true},
+		"eth0":   {Name: "eth0", Driver: "virtio_net", PCI: "0000:00:03.0", Carrier: true, NUMA: -1},
+		"eth1":   {Name: "eth1", Driver: "virtio_net", PCI: "0000:00:04.0", Carrier: true, NUMA: -1},
+		"ens5":   {Name: "ens5", Driver: "e1000", PCI: "0000:00:05.0", NUMA: 1},
+		"npdev1": {Name: "npdev1", Driver: "veth", Carrier: true, NUMA: -1},
+		"br0":    {Name: "br0", Driver: "bridge", NUMA: -1},
+		"lo":     {Name: "lo", Loop: true, NUMA: -1},
 	}
 	for name, w := range want {
 		if got[name] != w {
@@ -220,8 +224,8 @@ func TestMatch(t *testing.T) {
 		"netplug.io/virtio": {{ID: "0000:00:04.0", Interface: "eth1", PCI: "0000:00:04.0", Healthy: true}},
 		"netplug.io/nic":    {{ID: "0000:00:05.0", Interface: "ens5", PCI: "0000:00:05.0"}},
 		"netplug.io/tun": {
-			{ID: "dev-net-tun-0", Path: "/dev/net/tun", Healthy: true}, {ID: "dev-net-tun-1", Path: "/dev/net/tun", Healthy: true},
-			{ID: "dev-vhost-net-0", Path: "/dev/vhost-net"}, {ID: "dev-vhost-net-1", Path: "/dev/vhost-net"},
+			{ID: "dev-net-tun-0", Path: "/dev/net/tun", Healthy: true, NUMA: -1}, {ID: "dev-net-tun-1", Path: "/dev/net/tun", Healthy: true, NUMA: -1},
+			{ID: "dev-vhost-net-0", Path: "/dev/vhost-net", NUMA: -1}, {ID: "dev-vhost-net-1", Path: "/dev/vhost-net", NUMA: -1},
 		},
 	}
 	for res, w := range want {
