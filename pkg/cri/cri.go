@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -42,7 +43,17 @@ type Client struct {
 	runtime runtimeapi.RuntimeServiceClient
 	socket  string
 	timeout time.Duration
+
+	// netns caches each READY sandbox's network namespace by sandbox ID: a sandbox keeps its
+	// netns for life, so once ListPodSandbox names the same sandbox again the verbose status
+	// call (a whole OCI spec) is skipped. CRI is asked again only when the sandbox changes.
+	mu    sync.Mutex
+	netns map[string]string
 }
+
+// maxCachedSandboxes bounds the netns cache; past it the cache starts over (a node runs at most
+// a few hundred pods).
+const maxCachedSandboxes = 1024
 
 // New prepares a client for the CRI socket at socketPath. It does not connect: the first call
 // does, so a runtime that starts after netplug is picked up without a restart.
@@ -96,6 +107,9 @@ func (c *Client) PodSandbox(ctx context.Context, podUID string) (Sandbox, error)
 		return Sandbox{}, err
 	}
 	logger = logger.WithValues("sandbox", id)
+	if netns, ok := c.cachedNetNS(id); ok {
+		return Sandbox{ID: id, NetNS: netns}, nil
+	}
 
 	netns, err := c.sandboxNetNS(ctx, id)
 	if errors.Is(err, errNoSpec) {
@@ -108,7 +122,24 @@ func (c *Client) PodSandbox(ctx context.Context, podUID string) (Sandbox, error)
 		return Sandbox{}, fmt.Errorf("pod %s sandbox %s: %w", podUID, id, err)
 	}
 	logger.V(5).Info("Resolved pod sandbox", "netns", netns)
+	c.cacheNetNS(id, netns)
 	return Sandbox{ID: id, NetNS: netns}, nil
+}
+
+func (c *Client) cachedNetNS(id string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	netns, ok := c.netns[id]
+	return netns, ok
+}
+
+func (c *Client) cacheNetNS(id, netns string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.netns == nil || len(c.netns) >= maxCachedSandboxes {
+		c.netns = map[string]string{}
+	}
+	c.netns[id] = netns
 }
 
 // readySandboxID lists the pod's READY sandboxes and picks the newest: a pod whose sandbox was

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,8 @@ type fakeRuntime struct {
 	ignoreFilter bool
 	// delay holds every call back this long (or until the caller gives up).
 	delay time.Duration
+	// statusCalls counts PodSandboxStatus calls.
+	statusCalls atomic.Int32
 }
 
 func (f *fakeRuntime) wait(ctx context.Context) error {
@@ -80,6 +83,7 @@ func (f *fakeRuntime) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPo
 }
 
 func (f *fakeRuntime) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	f.statusCalls.Add(1)
 	if err := f.wait(ctx); err != nil {
 		return nil, err
 	}
@@ -433,5 +437,30 @@ func TestNewValidates(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Error(err)
+	}
+}
+
+// A sandbox keeps its netns for life: the verbose status (a whole OCI spec) is read once per
+// sandbox, and again only for a new sandbox of the pod.
+func TestPodSandboxCachesTheNetNSPerSandbox(t *testing.T) {
+	fake := &fakeRuntime{
+		sandboxes: []*runtimeapi.PodSandbox{sandbox("sb1", runtimeapi.PodSandboxState_SANDBOX_READY, 10, podUID)},
+		info:      map[string]string{"sb1": containerdInfo("/var/run/netns/cni-1"), "sb2": containerdInfo("/var/run/netns/cni-2")},
+	}
+	c := serve(t, fake, 5*time.Second)
+	for range 3 {
+		if sb, err := c.PodSandbox(context.Background(), podUID); err != nil || sb.NetNS != "/var/run/netns/cni-1" {
+			t.Fatalf("PodSandbox = %+v, %v", sb, err)
+		}
+	}
+	if n := fake.statusCalls.Load(); n != 1 {
+		t.Fatalf("%d status calls for one sandbox, want 1", n)
+	}
+	fake.sandboxes = []*runtimeapi.PodSandbox{sandbox("sb2", runtimeapi.PodSandboxState_SANDBOX_READY, 20, podUID)}
+	if sb, err := c.PodSandbox(context.Background(), podUID); err != nil || sb.ID != "sb2" || sb.NetNS != "/var/run/netns/cni-2" {
+		t.Fatalf("PodSandbox after a new sandbox = %+v, %v", sb, err)
+	}
+	if n := fake.statusCalls.Load(); n != 2 {
+		t.Fatalf("%d status calls, want 2", n)
 	}
 }
