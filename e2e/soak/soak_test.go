@@ -469,7 +469,9 @@ func (s *soak) retryAPI(ctx context.Context, what string, fn func(ctx context.Co
 // sandbox is created and writes network-status itself (the other writer), and netplug takes
 // over from there. It waits until the pod runs.
 func (s *soak) createPod(ctx context.Context, p *soakPod) error {
-	want := s.randomSelection(p)
+	// Multus plugs the selection at creation itself, and it can give a pod a device of the pool
+	// only through the kubelet (a limit): pool devices are for running pods.
+	want := slices.DeleteFunc(s.randomSelection(p), func(e framework.Element) bool { return e.Name == "dv" })
 	pod := s.NewPod(p.name)
 	if v := annotationValue(p.rng, want); v != nil {
 		pod.Annotations = map[string]string{nadv1.NetworkAttachmentAnnot: *v}
