@@ -154,8 +154,61 @@ var ErrClosed = errors.New("checkpoint store is closed")
 type Store struct {
 	dir string
 
-	mu   sync.Mutex // serialises changes (a Delete removing a pod directory a Save is filling)
-	lock *os.File   // holds the flock; nil once closed
+	// closeMu is held for reading by every operation and for writing by Close.
+	closeMu sync.RWMutex
+	lock    *os.File // holds the flock; nil once closed
+	// pods serialises the changes of one pod's directory (a Delete removing it while a Save
+	// fills it); different pods' records are written side by side, each with its own fsyncs.
+	podDirs podLocks
+}
+
+// podLocks are mutexes by pod UID, dropped when unused.
+type podLocks struct {
+	mu    sync.Mutex
+	locks map[string]*podLock
+}
+
+type podLock struct {
+	sync.Mutex
+	users int
+}
+
+// lock locks the directory of podUID and returns the unlock.
+func (l *podLocks) lock(podUID string) func() {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[string]*podLock{}
+	}
+	pl := l.locks[podUID]
+	if pl == nil {
+		pl = &podLock{}
+		l.locks[podUID] = pl
+	}
+	pl.users++
+	l.mu.Unlock()
+	pl.Lock()
+	return func() {
+		pl.Unlock()
+		l.mu.Lock()
+		if pl.users--; pl.users == 0 {
+			delete(l.locks, podUID)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// use takes the store for one operation on podUID ("" for none): ErrClosed once closed.
+func (s *Store) use(podUID string) (func(), error) {
+	s.closeMu.RLock()
+	if s.lock == nil {
+		s.closeMu.RUnlock()
+		return nil, ErrClosed
+	}
+	if podUID == "" {
+		return s.closeMu.RUnlock, nil
+	}
+	unlock := s.podDirs.lock(podUID)
+	return func() { unlock(); s.closeMu.RUnlock() }, nil
 }
 
 const (
@@ -199,11 +252,11 @@ func (s *Store) paths(podUID, iface string) (podDir, name, legacy string, err er
 // Save writes e atomically (temporary file, fsync, rename, fsync of the directory), replacing
 // any entry for the same interface, including one in the version-1 form. It sets e's Version.
 func (s *Store) Save(e Entry) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lock == nil {
-		return ErrClosed
+	done, err := s.use(e.PodUID)
+	if err != nil {
+		return err
 	}
+	defer done()
 	podDir, name, legacy, err := s.paths(e.PodUID, e.Interface)
 	if err != nil {
 		return fmt.Errorf("saving checkpoint: %w", err)
@@ -277,11 +330,11 @@ func removeFile(dir, p string) error {
 // Delete removes the entry for one interface (in either form), and the pod's directory once it
 // holds no entry. A missing entry is not an error.
 func (s *Store) Delete(podUID, iface string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lock == nil {
-		return ErrClosed
+	done, err := s.use(podUID)
+	if err != nil {
+		return err
 	}
+	defer done()
 	podDir, name, legacy, err := s.paths(podUID, iface)
 	if err != nil {
 		return fmt.Errorf("deleting checkpoint: %w", err)
@@ -329,11 +382,11 @@ func (s *Store) removePodDirIfDone(podDir string) error {
 // this pod is quarantined (renamed aside, never listed again) and reported in the listing; an
 // error is returned only when the directory or a file cannot be read at all.
 func (s *Store) List(podUID string) (Listing, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lock == nil {
-		return Listing{}, ErrClosed
+	done, err := s.use(podUID)
+	if err != nil {
+		return Listing{}, err
 	}
+	defer done()
 	dir, err := s.podDir(podUID)
 	if err != nil {
 		return Listing{}, fmt.Errorf("listing checkpoints: %w", err)
@@ -417,11 +470,11 @@ func quarantine(dir, p string) error {
 
 // Pods returns the UIDs of pods that have entries (or quarantined files).
 func (s *Store) Pods() ([]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lock == nil {
-		return nil, ErrClosed
+	done, err := s.use("")
+	if err != nil {
+		return nil, err
 	}
+	defer done()
 	return s.pods()
 }
 

@@ -69,8 +69,8 @@ func acquire(ctx context.Context, p string) (*os.File, error) {
 
 // Close releases the store's lock. The store cannot be used after it.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
 	if s.lock == nil {
 		return nil
 	}
