@@ -11,8 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"strings"
+	"sync"
 	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"

@@ -196,4 +196,3 @@ func (w *poolWaiters) take(resource string) []key {
 	delete(w.pods, resource)
 	return out
 }
-
