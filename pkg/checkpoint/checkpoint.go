@@ -34,6 +34,7 @@ import (
 	"sync"
 
 	"github.com/netplug/netplug/pkg/attachment"
+	"github.com/netplug/netplug/pkg/keylock"
 )
 
 // Version is the version of the on-disk form Save writes. Version 1 is the unversioned form
@@ -159,42 +160,7 @@ type Store struct {
 	lock    *os.File // holds the flock; nil once closed
 	// pods serialises the changes of one pod's directory (a Delete removing it while a Save
 	// fills it); different pods' records are written side by side, each with its own fsyncs.
-	podDirs podLocks
-}
-
-// podLocks are mutexes by pod UID, dropped when unused.
-type podLocks struct {
-	mu    sync.Mutex
-	locks map[string]*podLock
-}
-
-type podLock struct {
-	sync.Mutex
-	users int
-}
-
-// lock locks the directory of podUID and returns the unlock.
-func (l *podLocks) lock(podUID string) func() {
-	l.mu.Lock()
-	if l.locks == nil {
-		l.locks = map[string]*podLock{}
-	}
-	pl := l.locks[podUID]
-	if pl == nil {
-		pl = &podLock{}
-		l.locks[podUID] = pl
-	}
-	pl.users++
-	l.mu.Unlock()
-	pl.Lock()
-	return func() {
-		pl.Unlock()
-		l.mu.Lock()
-		if pl.users--; pl.users == 0 {
-			delete(l.locks, podUID)
-		}
-		l.mu.Unlock()
-	}
+	podDirs keylock.Set
 }
 
 // use takes the store for one operation on podUID ("" for none): ErrClosed once closed.
@@ -207,7 +173,7 @@ func (s *Store) use(podUID string) (func(), error) {
 	if podUID == "" {
 		return s.closeMu.RUnlock, nil
 	}
-	unlock := s.podDirs.lock(podUID)
+	unlock := s.podDirs.Lock(podUID)
 	return func() { unlock(); s.closeMu.RUnlock() }, nil
 }
 

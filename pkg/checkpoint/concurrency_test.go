@@ -46,8 +46,8 @@ func TestConcurrentSavesAndDeletes(t *testing.T) {
 			t.Fatalf("pod %s: %+v, %v; want its 4 records", uid, l, err)
 		}
 	}
-	if len(s.podDirs.locks) != 0 {
-		t.Fatalf("%d pod locks left", len(s.podDirs.locks))
+	if n := s.podDirs.Len(); n != 0 {
+		t.Fatalf("%d pod locks left", n)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)

@@ -35,6 +35,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/netplug/netplug/pkg/attachment"
+	"github.com/netplug/netplug/pkg/keylock"
 	"github.com/netplug/netplug/pkg/metrics"
 )
 
@@ -144,7 +145,9 @@ type Controller struct {
 	recorder    record.EventRecorder
 
 	// locks keeps two workers (of either queue) off one pod.
-	locks keyLocks
+	// locks is a mutex per pod, held for a whole reconcile: a pod can be in both queues at once
+	// while it changes state (a plug under way when its deletion arrives).
+	locks keylock.Set
 	// selections caches each pod's parsed selection by resourceVersion.
 	selections selectionCache
 	// poolWaiters are the pods waiting for a free device of a pool (hotplug.go).

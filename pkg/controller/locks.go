@@ -16,41 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// keyLocks is a mutex per pod, held for a whole reconcile: a pod can be in both queues at once
-// while it changes state (a plug under way when its deletion arrives).
-type keyLocks struct {
-	mu    sync.Mutex
-	locks map[string]*keyLock
-}
-
-type keyLock struct {
-	sync.Mutex
-	users int
-}
-
-func (l *keyLocks) lock(k string) func() {
-	l.mu.Lock()
-	if l.locks == nil {
-		l.locks = map[string]*keyLock{}
-	}
-	kl := l.locks[k]
-	if kl == nil {
-		kl = &keyLock{}
-		l.locks[k] = kl
-	}
-	kl.users++
-	l.mu.Unlock()
-	kl.Lock()
-	return func() {
-		kl.Unlock()
-		l.mu.Lock()
-		if kl.users--; kl.users == 0 {
-			delete(l.locks, k)
-		}
-		l.mu.Unlock()
-	}
-}
-
 // selectionCache keeps each pod's parsed selection for its resourceVersion, so NAD events and
 // resyncs do not re-parse unchanged annotations.
 type selectionCache struct {

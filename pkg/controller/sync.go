@@ -45,10 +45,10 @@ func requeueAfter(err error) time.Duration {
 // sync reconciles one key; it is what the workers call, and what the unit tests drive.
 func (c *Controller) sync(ctx context.Context, k key) error {
 	if k.Name == "" {
-		defer c.locks.lock(uidLock(k.UID))()
+		defer c.locks.Lock(uidLock(k.UID))()
 		return c.releaseOrphan(ctx, k.UID)
 	}
-	defer c.locks.lock(k.String())()
+	defer c.locks.Lock(k.String())()
 	pod, err := c.pods.Pods(k.Namespace).Get(k.Name)
 	if apierrors.IsNotFound(err) {
 		return nil // the delete handler queues the release by UID
@@ -58,7 +58,7 @@ func (c *Controller) sync(ctx context.Context, k key) error {
 	}
 	// Also by UID: the release of a deleted pod must not list its records while a reconcile
 	// of it is still writing one (an adoption holds no finalizer to keep the pod meanwhile).
-	defer c.locks.lock(uidLock(pod.UID))()
+	defer c.locks.Lock(uidLock(pod.UID))()
 	switch {
 	case pod.Spec.NodeName != c.opts.NodeName:
 		return nil // never act on another node's pod
