@@ -188,6 +188,7 @@ func run(ctx context.Context, f flags) error {
 			NADs:   dra.NADClient{Client: nads, NamespaceIsolation: cfg.NamespaceIsolation, GlobalNamespaces: cfg.GlobalNamespaces, Timeout: 30 * time.Second},
 			Status: dra.NewStatusWriter(kube.ResourceV1(), 30*time.Second),
 			Pods:   dra.PodWriter{Kube: kube, Writer: writer, Timeout: 30 * time.Second}}
+		draDevices(ctx, hook, pools, exec, recorder)
 		draOpts := dra.Options{NodeName: f.nodeName, Kube: kube, Devices: cfg.DRA.CNIDevices,
 			PluginDir: f.kubeletPluginDir, RegistrarDir: f.kubeletRegistrarDir, NRISocket: f.nriSocket}
 		draDone := make(chan error, 1)

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
 	"github.com/netplug/netplug/e2e/framework"
 )
 
@@ -33,6 +35,8 @@ func TestDRA(t *testing.T) {
 		{name: "two claims on one pod", run: testDRATwoClaims},
 		{name: "a bad config is reported and nothing is plugged", run: testDRABadConfig},
 		{name: "pod deletion releases the claim", run: testDRARelease},
+		{name: "a device claim that moves a pooled NIC in", run: testDRADeviceClaim},
+		{name: "netplug restarted between prepare and sandbox start: the pod still gets its interfaces", disruptive: true, run: testDRARestartBeforeSandbox},
 	})
 }
 
@@ -208,4 +212,172 @@ func (s *scenario) waitKubeletEvent(pod *corev1.Pod, eventType, reason, contains
 		}
 		return false, fmt.Sprintf("events so far: %q", seen)
 	})
+}
+
+// waitSliceNIC waits until the node's netplug.io ResourceSlices publish the pool NIC ifName (in
+// pool "<node>/nic", attributes ifName, pool, virtual), and returns its device name.
+func (s *scenario) waitSliceNIC(ifName string) string {
+	s.T.Helper()
+	var name string
+	framework.WaitUntil(s.T, 60*time.Second, "ResourceSlice device of "+ifName, func(ctx context.Context) (bool, string) {
+		list, err := s.Kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{
+			FieldSelector: fields.Set{"spec.driver": "netplug.io", "spec.nodeName": s.Env.NodeName}.String()})
+		if err != nil {
+			return false, err.Error()
+		}
+		var seen []string
+		for _, sl := range list.Items {
+			for _, d := range sl.Spec.Devices {
+				seen = append(seen, sl.Spec.Pool.Name+"/"+d.Name)
+				a := d.Attributes
+				if sl.Spec.Pool.Name != s.Env.NodeName+"/nic" || a["ifName"].StringValue == nil || *a["ifName"].StringValue != ifName {
+					continue
+				}
+				if a["pool"].StringValue == nil || *a["pool"].StringValue != string(vethPool) || a["virtual"].BoolValue == nil || !*a["virtual"].BoolValue {
+					return false, fmt.Sprintf("device %s has attributes %v", d.Name, a)
+				}
+				name = d.Name
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("devices %v", seen)
+	})
+	return name
+}
+
+// createNICClaim creates a ResourceClaim of class netplug.io-nic for the pool NIC ifName (a
+// selector on its ifName attribute), with an opaque config when cfg is not nil.
+func (s *scenario) createNICClaim(name, ifName string, cfg map[string]any) {
+	s.T.Helper()
+	claim := &resourceapi.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Ns}}
+	claim.Spec.Devices.Requests = []resourceapi.DeviceRequest{{Name: "nic", Exactly: &resourceapi.ExactDeviceRequest{
+		DeviceClassName: "netplug.io-nic",
+		Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{
+			Expression: `device.attributes["netplug.io"].ifName == "` + ifName + `"`}}}}}}
+	if cfg != nil {
+		raw, err := json.Marshal(cfg)
+		if err != nil {
+			s.T.Fatal(err)
+		}
+		claim.Spec.Devices.Config = []resourceapi.DeviceClaimConfiguration{{Requests: []string{"nic"},
+			DeviceConfiguration: resourceapi.DeviceConfiguration{Opaque: &resourceapi.OpaqueDeviceConfiguration{
+				Driver: "netplug.io", Parameters: runtime.RawExtension{Raw: raw}}}}}
+	}
+	ctx, cancel := s.Ctx()
+	defer cancel()
+	if _, err := s.Kube.ResourceV1().ResourceClaims(s.Ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		s.T.Fatalf("creating claim %s: %v", name, err)
+	}
+}
+
+// waitClaimStatusEmpty waits until the claim has no status.devices left (unprepare cleared them).
+func (s *scenario) waitClaimStatusEmpty(name string) {
+	s.T.Helper()
+	framework.WaitUntil(s.T, 90*time.Second, "claim "+name+" status.devices cleared", func(ctx context.Context) (bool, string) {
+		c, err := s.Kube.ResourceV1().ResourceClaims(s.Ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(c.Status.Devices) == 0, fmt.Sprintf("%+v", c.Status.Devices)
+	})
+}
+
+// A claim of class netplug.io-nic gets a pool veth moved in, renamed net1, with its host
+// address, before the first command; it is out of the kubelet's reach while the claim holds it,
+// and back on the host (name, address) and in the pool once the pod is gone.
+func testDRADeviceClaim(t *testing.T) {
+	s := newScenario(t, "dradev")
+	s.hostVeth("npdev30", "10.201.8.2/24")
+	s.waitDevice(vethPool, "npdev30", pluginapi.Healthy)
+	device := s.waitSliceNIC("npdev30")
+	if device != "nic-npdev30" {
+		t.Fatalf("device name %q, want nic-npdev30", device)
+	}
+	s.createNICClaim("c", "npdev30", map[string]any{"interface": "net1"})
+	s.CreatePod(s.claimPod("p", []string{"c"}, "net1"))
+	s.WaitRunning("p")
+	if log := s.podLog("p"); !strings.Contains(log, "net1=present") {
+		t.Fatalf("the first command did not see net1: %q", log)
+	}
+	if l, ok := s.Links("p")["net1"]; !ok || !slices.Contains(l.Addrs, "10.201.8.2/24") {
+		t.Fatalf("net1 in the pod: %+v %v, want the NIC with its host address", l, ok)
+	}
+	s.expectNotOnHost("npdev30")
+	s.waitDevice(vethPool, "npdev30", pluginapi.Unhealthy) // the claim's: out of the kubelet's reach
+	d := s.waitClaimDevice("c", 0)
+	if d.Pool != s.Env.NodeName+"/nic" || d.Device != device {
+		t.Fatalf("status.devices[0] is %s/%s", d.Pool, d.Device)
+	}
+	s.expectNetworkData("p", d)
+	status, err := framework.SecondaryStatus(s.MustGetPod("p"))
+	listed := false
+	for _, e := range status {
+		listed = listed || (e.Interface == "net1" && e.Name == s.Ns+"/c")
+	}
+	if err != nil || !listed {
+		t.Fatalf("network-status %+v %v: net1 listed as %s/c", status, err, s.Ns)
+	}
+	ctx, cancel := s.Ctx()
+	defer cancel()
+	if err := s.Kube.CoreV1().Pods(s.Ns).Delete(ctx, "p", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitOnHost("npdev30", "10.201.8.2/24")
+	s.waitDevice(vethPool, "npdev30", pluginapi.Healthy) // unprepared: the pool's again
+	s.waitClaimStatusEmpty("c")
+}
+
+// netplug is SIGKILLed after the kubelet prepared the pod's claims and before its sandbox
+// starts. The sandbox is held back by Multus (the pod's annotation names a NAD that does not
+// exist yet: its CNI ADD fails before the runtime calls NRI), so no attempt reaches the NRI hook
+// while netplug is down. Once netplug runs again and the NAD exists, the sandbox starts, and the
+// restarted hook finds the prepared claims in its store: the pod has the CNI claim's net1 and
+// the pool NIC as net2, whose reservation outlived the restart.
+func testDRARestartBeforeSandbox(t *testing.T) {
+	s := newScenario(t, "drarestart")
+	s.hostVeth("npdev31", "10.201.9.2/24")
+	s.waitDevice(vethPool, "npdev31", pluginapi.Healthy)
+	s.waitSliceNIC("npdev31")
+	s.CreateBridgeNAD("br", "npdra5", "10.201.5.0/24")
+	s.createClaim("a", map[string]any{"network": "br", "interface": "net1"})
+	s.createNICClaim("d", "npdev31", map[string]any{"interface": "net2"})
+	pod := s.claimPod("p", []string{"a", "d"}, "net1", "net2")
+	pod.Annotations = map[string]string{"k8s.v1.cni.cncf.io/networks": "gate@net3"}
+	pod = s.CreatePod(pod)
+	// The sandbox fails at Multus: the claims are prepared by then.
+	s.waitKubeletEvent(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "gate")
+	s.waitDevice(vethPool, "npdev31", pluginapi.Unhealthy) // reserved by the prepared claim d
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	np, err := fw.NetplugPod(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fw.KillNetplugController(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fw.WaitNetplugReady(ctx, "", framework.Restarts(np)); err != nil {
+		t.Fatal(err)
+	}
+	s.waitDevice(vethPool, "npdev31", pluginapi.Unhealthy) // still the claim's after the restart
+	if p := s.MustGetPod("p"); p.Status.Phase == corev1.PodRunning {
+		t.Fatal("the pod runs although its sandbox cannot start yet")
+	}
+
+	s.CreateBridgeNAD("gate", "npdra7", "10.201.7.0/24")
+	s.WaitRunning("p")
+	if log := s.podLog("p"); !strings.Contains(log, "net1=present") || !strings.Contains(log, "net2=present") {
+		t.Fatalf("log %q: the first command sees both claims' interfaces", log)
+	}
+	s.expectNetworkData("p", s.waitClaimDevice("a", 0))
+	s.expectNetworkData("p", s.waitClaimDevice("d", 0))
+	links := s.Links("p")
+	if l, ok := links["net2"]; !ok || !slices.Contains(l.Addrs, "10.201.9.2/24") {
+		t.Fatalf("net2 %+v %v: the pool NIC with its host address", l, ok)
+	}
+	if _, ok := links["net3"]; !ok {
+		t.Fatal("Multus's net3 (the annotation) is missing")
+	}
+	s.expectNotOnHost("npdev31")
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/netplug/netplug/pkg/apitest"
 	"github.com/netplug/netplug/pkg/checkpoint"
+	"github.com/netplug/netplug/pkg/devices"
 	"github.com/netplug/netplug/pkg/dra/config"
 	"github.com/netplug/netplug/pkg/executor"
 	"github.com/netplug/netplug/pkg/multus"
@@ -97,9 +98,17 @@ func (n fakeNADs) Config(_ context.Context, _, ns, name string) ([]byte, error) 
 }
 
 type fakeStatus struct {
-	mu     sync.Mutex
-	writes map[string][]DeviceResult
-	err    error
+	mu      sync.Mutex
+	writes  map[string][]DeviceResult
+	cleared []string
+	err     error
+}
+
+func (s *fakeStatus) Clear(_ context.Context, c PreparedClaim) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cleared = append(s.cleared, c.Name)
+	return nil
 }
 
 func (s *fakeStatus) Write(_ context.Context, c PreparedClaim, r []DeviceResult) error {
@@ -128,11 +137,17 @@ type fixture struct {
 	status   *fakeStatus
 	pods     *fakePods
 	hook     *Hook
+	// pools is the node's device pools (nic_test.go): pool netplug.io/veth with the links of
+	// host, rebuilt by open as a restart of netplug rebuilds them.
+	pools  *devices.Source
+	host   *fakeHost
+	events *fakeEvents
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{t: t, dir: t.TempDir(), delegate: newFakeDelegate(), status: &fakeStatus{writes: map[string][]DeviceResult{}}, pods: &fakePods{}}
+	f := &fixture{t: t, dir: t.TempDir(), delegate: newFakeDelegate(), status: &fakeStatus{writes: map[string][]DeviceResult{}}, pods: &fakePods{},
+		host: newFakeHost(), events: &fakeEvents{}}
 	f.open()
 	t.Cleanup(func() { _ = f.store.Close(); _ = f.claims.Close() })
 	return f
@@ -152,13 +167,17 @@ func (f *fixture) open() {
 	if f.claims, err = OpenClaimStore(f.dir + "/claims"); err != nil {
 		f.t.Fatal(err)
 	}
-	f.hook = &Hook{Claims: f.claims, Records: f.store, Exec: executor.New(f.delegate, f.store),
-		NADs: fakeNADs{"ns/mv": `{"cniVersion":"1.0.0","name":"mv","type":"macvlan"}`}, Status: f.status, Pods: f.pods}
+	f.pools = f.host.pools()
+	f.hook = &Hook{Claims: f.claims, Records: f.store, Exec: executor.New(f.delegate, f.store).WithHostLinks(f.host),
+		NADs: fakeNADs{"ns/mv": `{"cniVersion":"1.0.0","name":"mv","type":"macvlan"}`}, Status: f.status, Pods: f.pods,
+		Pools: f.pools, Events: f.events}
 }
+
+func (f *fixture) driver() *Driver { return NewDriver(f.claims, f.hook).WithPools(f.pools, "node-a") }
 
 func (f *fixture) prepare(claims ...*resourceapi.ResourceClaim) map[types.UID]kubeletplugin.PrepareResult {
 	f.t.Helper()
-	res, err := NewDriver(f.claims, f.hook).PrepareResourceClaims(context.Background(), claims)
+	res, err := f.driver().PrepareResourceClaims(context.Background(), claims)
 	if err != nil {
 		f.t.Fatal(err)
 	}

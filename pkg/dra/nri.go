@@ -11,6 +11,7 @@ import (
 
 	"github.com/netplug/netplug/pkg/attachment"
 	"github.com/netplug/netplug/pkg/checkpoint"
+	"github.com/netplug/netplug/pkg/devices"
 	"github.com/netplug/netplug/pkg/executor"
 	"github.com/netplug/netplug/pkg/podwriter"
 )
@@ -20,6 +21,7 @@ import (
 // Executor plugs and unplugs one interface with its checkpoint record (executor.Executor).
 type Executor interface {
 	Add(ctx context.Context, sb executor.Sandbox, a attachment.Attachment, config []byte) executor.Outcome
+	AddDevice(ctx context.Context, sb executor.Sandbox, a attachment.Attachment, config []byte, dev *checkpoint.Device) executor.Outcome
 	Release(ctx context.Context, rec checkpoint.Entry) executor.Outcome
 	Confirm(outcomes []executor.Outcome) ([]executor.Outcome, error)
 }
@@ -35,10 +37,20 @@ type NADs interface {
 	Config(ctx context.Context, from, namespace, name string) ([]byte, error)
 }
 
-// ClaimStatus writes a claim's status.devices.
+// ClaimStatus writes a claim's status.devices, and clears the entries of its devices.
 type ClaimStatus interface {
 	Write(ctx context.Context, c PreparedClaim, results []DeviceResult) error
+	Clear(ctx context.Context, c PreparedClaim) error
 }
+
+// Events reports on a pod (RecorderEvents).
+type Events interface {
+	PodWarning(namespace, name, uid, reason, message string)
+}
+
+// ReasonClaimPlugFailed is the Warning on a pod whose sandbox failed because a claim's
+// interface could not be plugged.
+const ReasonClaimPlugFailed = "ClaimPlugFailed"
 
 // PodStatus applies network-status changes to a pod (podwriter).
 type PodStatus interface {
@@ -50,12 +62,17 @@ type PodStatus interface {
 type Hook struct {
 	Claims interface {
 		ForPod(string) ([]PreparedClaim, error)
+		List() ([]PreparedClaim, error)
 	}
 	Records Records
 	Exec    Executor
 	NADs    NADs
 	Status  ClaimStatus
 	Pods    PodStatus
+	// Pools are the node's device pools, whose NICs device claims move in (nil: none).
+	Pools *devices.Source
+	// Events, if set, gets a Warning on the pod when its sandbox fails.
+	Events Events
 }
 
 // netNS is the path of the sandbox's network namespace ("" for a host-network pod).
@@ -72,11 +89,20 @@ func netNS(pod *api.PodSandbox) string {
 }
 
 // RunPodSandbox plugs every device of every claim prepared for the pod into the new sandbox,
-// before any container starts. Devices already plugged into this sandbox (a retried event) are
-// kept; a record left in flight, or of an older sandbox, is released first. On any failure what
-// this call plugged is released again and the sandbox fails with a message that names the claim,
-// so the kubelet retries it.
+// before any container starts: through Multus /delegate for a CNI device, as the pool NIC moved
+// in for a NIC device. Devices already plugged into this sandbox (a retried event) are kept; a
+// record left in flight, or of an older sandbox, is released first. On any failure what this
+// call plugged is released again and the sandbox fails with a message that names the claim, so
+// the kubelet retries it; the pod also gets a ClaimPlugFailed Warning with it.
 func (h *Hook) RunPodSandbox(ctx context.Context, pod *api.PodSandbox) error {
+	err := h.runPodSandbox(ctx, pod)
+	if err != nil && h.Events != nil {
+		h.Events.PodWarning(pod.GetNamespace(), pod.GetName(), pod.GetUid(), ReasonClaimPlugFailed, err.Error())
+	}
+	return err
+}
+
+func (h *Hook) runPodSandbox(ctx context.Context, pod *api.PodSandbox) error {
 	claims, err := h.Claims.ForPod(pod.GetUid())
 	if err != nil || len(claims) == 0 {
 		return err
@@ -130,13 +156,25 @@ func (h *Hook) RunPodSandbox(ctx context.Context, pod *api.PodSandbox) error {
 					return fail(fmt.Errorf("netplug.io: claim %s/%s: releasing the unfinished %s of interface %s: %w", c.Namespace, c.Name, r.InFlight, iface, o.Failure))
 				}
 			}
-			cfg := []byte(d.Attachment.Inline)
-			if d.Attachment.NAD() {
-				if cfg, err = h.NADs.Config(ctx, c.Namespace, d.Attachment.Namespace, d.Attachment.Network); err != nil {
-					return fail(fmt.Errorf("netplug.io: claim %s/%s request %s: network %s/%s: %w", c.Namespace, c.Name, d.Request, d.Attachment.Namespace, d.Attachment.Network, err))
+			var o executor.Outcome
+			if d.NIC != nil {
+				cfg, dev, err := h.nicStep(*d.NIC)
+				if err != nil {
+					return fail(fmt.Errorf("netplug.io: claim %s/%s request %s: NIC %s: %w", c.Namespace, c.Name, d.Request, d.NIC.Interface, err))
 				}
+				o = h.Exec.AddDevice(ctx, sb, d.Attachment.Planner(), cfg, dev)
+				if o.OK() && o.Status != nil {
+					o.Status.DeviceInfo = pciInfo(d.NIC.PCI)
+				}
+			} else {
+				cfg := []byte(d.Attachment.Inline)
+				if d.Attachment.NAD() {
+					if cfg, err = h.NADs.Config(ctx, c.Namespace, d.Attachment.Namespace, d.Attachment.Network); err != nil {
+						return fail(fmt.Errorf("netplug.io: claim %s/%s request %s: network %s/%s: %w", c.Namespace, c.Name, d.Request, d.Attachment.Namespace, d.Attachment.Network, err))
+					}
+				}
+				o = h.Exec.Add(ctx, sb, d.Attachment.Planner(), cfg)
 			}
-			o := h.Exec.Add(ctx, sb, d.Attachment.Planner(), cfg)
 			if !o.OK() {
 				if o.Record.Interface != "" {
 					added = append(added, o) // in flight: the ADD may have done part of its work
@@ -180,7 +218,8 @@ func (h *Hook) RemovePodSandbox(ctx context.Context, pod *api.PodSandbox) error 
 	return h.StopPodSandbox(ctx, pod)
 }
 
-// ReleaseClaim releases the interfaces of a claim being unprepared in each of its pods.
+// ReleaseClaim releases the interfaces of a claim being unprepared in each of its pods, then
+// clears the status.devices entries of its devices.
 func (h *Hook) ReleaseClaim(ctx context.Context, c PreparedClaim) error {
 	var errs []error
 	for _, uid := range c.Pods {
@@ -188,7 +227,16 @@ func (h *Hook) ReleaseClaim(ctx context.Context, c PreparedClaim) error {
 			return slices.ContainsFunc(c.Devices, func(d PreparedDevice) bool { return d.Attachment.Interface == e.Interface })
 		}))
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if h.Status == nil {
+		return nil
+	}
+	if err := h.Status.Clear(ctx, c); err != nil {
+		return fmt.Errorf("netplug.io: claim %s/%s: clearing its status: %w", c.Namespace, c.Name, err)
+	}
+	return nil
 }
 
 func (h *Hook) release(ctx context.Context, podUID string, match func(checkpoint.Entry) bool) error {

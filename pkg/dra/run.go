@@ -12,8 +12,11 @@ import (
 	"github.com/containerd/nri/pkg/stub"
 	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned"
 	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	"k8s.io/klog/v2"
 
@@ -64,6 +67,15 @@ func (p PodWriter) ApplyChanges(ctx context.Context, namespace, name string, cha
 	return err
 }
 
+// RecorderEvents reports on pods through an event recorder.
+type RecorderEvents struct{ Recorder record.EventRecorder }
+
+// PodWarning records a Warning event on the pod.
+func (r RecorderEvents) PodWarning(namespace, name, uid, reason, message string) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, UID: types.UID(uid)}}
+	r.Recorder.Event(pod, corev1.EventTypeWarning, reason, message)
+}
+
 // Options configure Run.
 type Options struct {
 	NodeName string
@@ -74,13 +86,24 @@ type Options struct {
 	PluginDir, RegistrarDir string
 	// NRISocket is the runtime's NRI socket ("" for the default).
 	NRISocket string
+	// PoolPoll is how often the pool NICs in the slice are checked against the kubelet's
+	// allocations (changes of the pools themselves republish at once); 0 is 10 s.
+	PoolPoll time.Duration
 }
 
 // Run serves the kubelet plugin (prepare/unprepare), publishes the node's ResourceSlice and
 // runs the NRI hook until ctx ends. The hook is registered before the kubelet plugin, so a
-// prepared claim always finds it.
+// prepared claim always finds it. The pool NICs of prepared claims are reserved again first
+// (hook.Pools): a restart must not free a device a claim holds.
 func Run(ctx context.Context, opts Options, claims *ClaimStore, hook *Hook) error {
 	logger := klog.FromContext(ctx).WithName("dra")
+	n, err := hook.RestoreReservations()
+	if err != nil {
+		return fmt.Errorf("restoring the pool NICs of prepared claims: %w", err)
+	}
+	if n > 0 {
+		logger.V(2).Info("Pool NICs of prepared claims reserved", "devices", n)
+	}
 	nriOpts := []stub.Option{stub.WithPluginName("netplug"), stub.WithPluginIdx("10"),
 		stub.WithOnClose(func() { logger.Info("NRI connection closed; restarting to re-register") })}
 	if opts.NRISocket != "" {
@@ -100,7 +123,7 @@ func Run(ctx context.Context, opts Options, claims *ClaimStore, hook *Hook) erro
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("creating the DRA plugin directory: %w", err)
 	}
-	helper, err := kubeletplugin.Start(ctx, NewDriver(claims, hook),
+	helper, err := kubeletplugin.Start(ctx, NewDriver(claims, hook).WithPools(hook.Pools, opts.NodeName),
 		kubeletplugin.DriverName(DriverName),
 		kubeletplugin.KubeClient(opts.Kube),
 		kubeletplugin.NodeName(opts.NodeName),
@@ -111,10 +134,17 @@ func Run(ctx context.Context, opts Options, claims *ClaimStore, hook *Hook) erro
 		return fmt.Errorf("starting the DRA kubelet plugin: %w", err)
 	}
 	defer helper.Stop()
-	if err := helper.PublishResources(ctx, Resources(opts.NodeName, opts.Devices)); err != nil {
+	if err := helper.PublishResources(ctx, NodeResources(ctx, opts.NodeName, opts.Devices, hook.Pools)); err != nil {
 		return fmt.Errorf("publishing the node's ResourceSlice: %w", err)
 	}
-	logger.Info("DRA driver running", "driver", DriverName, "devices", opts.Devices)
+	if hasNICPools(hook.Pools) {
+		poll := opts.PoolPoll
+		if poll <= 0 {
+			poll = 10 * time.Second
+		}
+		go PublishNICs(ctx, helper, opts.NodeName, opts.Devices, hook.Pools, poll)
+	}
+	logger.Info("DRA driver running", "driver", DriverName, "devices", opts.Devices, "nicPools", hasNICPools(hook.Pools))
 	<-ctx.Done()
 	return nil
 }

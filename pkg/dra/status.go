@@ -3,6 +3,7 @@ package dra
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	cni100 "github.com/containernetworking/cni/pkg/types/100"
 	resourceapi "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -98,16 +100,24 @@ func (w *StatusWriter) Write(ctx context.Context, c PreparedClaim, results []Dev
 	})
 }
 
-// Clear removes the status of the claim's devices (they were unplugged).
+// Clear removes the status of the claim's devices (they were unplugged). A claim that is gone,
+// or is another claim by now (same name, another UID), has nothing of this one left to clear.
 func (w *StatusWriter) Clear(ctx context.Context, c PreparedClaim) error {
-	return w.apply(ctx, c, func(devices []resourceapi.AllocatedDeviceStatus) []resourceapi.AllocatedDeviceStatus {
+	err := w.apply(ctx, c, func(devices []resourceapi.AllocatedDeviceStatus) []resourceapi.AllocatedDeviceStatus {
 		return slices.DeleteFunc(devices, func(d resourceapi.AllocatedDeviceStatus) bool {
 			return slices.ContainsFunc(c.Devices, func(p PreparedDevice) bool {
 				return d.Driver == DriverName && d.Pool == p.Pool && d.Device == p.Device
 			})
 		})
 	})
+	if apierrors.IsNotFound(err) || errors.Is(err, errOtherClaim) {
+		return nil
+	}
+	return err
 }
+
+// errOtherClaim: the claim of that name has another UID than the one prepared.
+var errOtherClaim = errors.New("is another claim")
 
 func (w *StatusWriter) apply(ctx context.Context, c PreparedClaim, edit func([]resourceapi.AllocatedDeviceStatus) []resourceapi.AllocatedDeviceStatus) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -118,7 +128,7 @@ func (w *StatusWriter) apply(ctx context.Context, c PreparedClaim, edit func([]r
 			return fmt.Errorf("reading claim %s/%s: %w", c.Namespace, c.Name, err)
 		}
 		if claim.UID != types.UID(c.UID) {
-			return fmt.Errorf("claim %s/%s is another claim (UID %s, prepared %s)", c.Namespace, c.Name, claim.UID, c.UID)
+			return fmt.Errorf("claim %s/%s %w (UID %s, prepared %s)", c.Namespace, c.Name, errOtherClaim, claim.UID, c.UID)
 		}
 		before := claim.Status.Devices
 		claim = claim.DeepCopy()

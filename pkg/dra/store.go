@@ -38,6 +38,9 @@ type PreparedDevice struct {
 	Pool       string            `json:"pool"`
 	Device     string            `json:"device"`
 	Attachment config.Attachment `json:"attachment"`
+	// NIC is the pool NIC behind a device of class netplug.io-nic (nil for a CNI device): the
+	// hook moves it in, and it is reserved in its pool from prepare to unprepare.
+	NIC *PreparedNIC `json:"nic,omitempty"`
 }
 
 // ClaimStore is a directory of prepared claims, one file each, held by one process at a time
@@ -167,6 +170,15 @@ func (s *ClaimStore) Get(uid string) (c PreparedClaim, ok bool, err error) {
 
 // ForPod returns the prepared claims reserved for the pod, sorted by namespace/name.
 func (s *ClaimStore) ForPod(podUID string) ([]PreparedClaim, error) {
+	return s.list(func(c PreparedClaim) bool { return slices.Contains(c.Pods, podUID) })
+}
+
+// List returns every prepared claim, sorted by namespace/name.
+func (s *ClaimStore) List() ([]PreparedClaim, error) {
+	return s.list(func(PreparedClaim) bool { return true })
+}
+
+func (s *ClaimStore) list(match func(PreparedClaim) bool) ([]PreparedClaim, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	files, err := os.ReadDir(s.dir)
@@ -182,7 +194,7 @@ func (s *ClaimStore) ForPod(podUID string) ([]PreparedClaim, error) {
 		if err != nil {
 			return nil, err
 		}
-		if slices.Contains(c.Pods, podUID) {
+		if match(c) {
 			out = append(out, c)
 		}
 	}

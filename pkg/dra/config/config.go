@@ -137,6 +137,20 @@ func ForDevice(claim *resourceapi.ResourceClaim, result resourceapi.DeviceReques
 	if claim.Status.Allocation == nil {
 		return Attachment{}, errors.New("the claim is not allocated")
 	}
+	data := configFor(claim, result)
+	if data == nil {
+		return Attachment{}, fmt.Errorf("request %q has no %s configuration (spec.devices.config[].opaque with driver %s)", result.Request, DriverName, DriverName)
+	}
+	a, err := Parse(data, claim.Namespace, claim.Name)
+	if err != nil {
+		return Attachment{}, fmt.Errorf("request %q: %w", result.Request, err)
+	}
+	return a, nil
+}
+
+// configFor is the last opaque netplug.io config of the allocation that applies to result's
+// request (nil when none does).
+func configFor(claim *resourceapi.ResourceClaim, result resourceapi.DeviceRequestAllocationResult) []byte {
 	request, _, _ := strings.Cut(result.Request, "/")
 	var data []byte
 	for _, c := range claim.Status.Allocation.Devices.Config {
@@ -148,12 +162,39 @@ func ForDevice(claim *resourceapi.ResourceClaim, result resourceapi.DeviceReques
 		}
 		data = c.Opaque.Parameters.Raw
 	}
+	return data
+}
+
+// nicRaw is the wire form of a pool NIC device's configuration: only the interface name.
+type nicRaw struct {
+	Interface string `json:"interface"`
+}
+
+// ForNIC returns the interface name a pool NIC device (class netplug.io-nic) is to take in the
+// pod: the "interface" of its opaque netplug.io config, or "" (keep the NIC's own name) when it
+// has none. A NIC moves in as it is, with its host addresses, so "interface" is the only field:
+// "network", "config", "ips", "mac" or anything else is an error.
+func ForNIC(claim *resourceapi.ResourceClaim, result resourceapi.DeviceRequestAllocationResult) (string, error) {
+	if claim.Status.Allocation == nil {
+		return "", errors.New("the claim is not allocated")
+	}
+	data := configFor(claim, result)
 	if data == nil {
-		return Attachment{}, fmt.Errorf("request %q has no %s configuration (spec.devices.config[].opaque with driver %s)", result.Request, DriverName, DriverName)
+		return "", nil
 	}
-	a, err := Parse(data, claim.Namespace, claim.Name)
-	if err != nil {
-		return Attachment{}, fmt.Errorf("request %q: %w", result.Request, err)
+	var r nicRaw
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return "", fmt.Errorf("request %q: invalid %s configuration for a pool NIC (it takes only \"interface\"): %w", result.Request, DriverName, err)
 	}
-	return a, nil
+	if dec.More() {
+		return "", fmt.Errorf("request %q: invalid %s configuration: data after the JSON object", result.Request, DriverName)
+	}
+	if r.Interface != "" {
+		if err := attachment.ValidateInterfaceName(r.Interface); err != nil {
+			return "", fmt.Errorf("request %q: %w", result.Request, err)
+		}
+	}
+	return r.Interface, nil
 }

@@ -105,3 +105,34 @@ func TestForDevice(t *testing.T) {
 		t.Errorf("no config: %v", err)
 	}
 }
+
+func TestForNIC(t *testing.T) {
+	claim := func(cfg string) *resourceapi.ResourceClaim {
+		c := &resourceapi.ResourceClaim{Status: resourceapi.ResourceClaimStatus{Allocation: &resourceapi.AllocationResult{}}}
+		if cfg != "" {
+			c.Status.Allocation.Devices.Config = []resourceapi.DeviceAllocationConfiguration{{Requests: []string{"nic"},
+				DeviceConfiguration: resourceapi.DeviceConfiguration{Opaque: &resourceapi.OpaqueDeviceConfiguration{
+					Driver: DriverName, Parameters: runtime.RawExtension{Raw: []byte(cfg)}}}}}
+		}
+		return c
+	}
+	res := resourceapi.DeviceRequestAllocationResult{Request: "nic", Driver: DriverName, Pool: "n/nic", Device: "nic-npdev30"}
+	for cfg, want := range map[string]string{"": "", `{}`: "", `{"interface":"net1"}`: "net1"} {
+		if got, err := ForNIC(claim(cfg), res); err != nil || got != want {
+			t.Errorf("%s: %q %v, want %q", cfg, got, err, want)
+		}
+	}
+	for cfg, want := range map[string]string{
+		`{"interface":"net1","network":"mv"}`:    `unknown field "network"`,
+		`{"interface":"net1","ips":["1.2.3.4"]}`: `unknown field "ips"`,
+		`{"interface":"net/1"}`:                  "not allowed",
+		`{"interface":"net1"} {}`:                "after the JSON object",
+	} {
+		if _, err := ForNIC(claim(cfg), res); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", cfg, err, want)
+		}
+	}
+	if _, err := ForNIC(&resourceapi.ResourceClaim{}, res); err == nil {
+		t.Error("an unallocated claim")
+	}
+}
