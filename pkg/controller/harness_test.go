@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,12 +14,9 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	nadfake "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2/ktesting"
 
@@ -166,6 +162,27 @@ func (d *fakeDelegate) callLog() []string {
 	return slices.Clone(d.calls)
 }
 
+// failNext fails the next n calls of cmd (n < 0: every one) with err; it returns how many
+// it failed so far.
+func (d *fakeDelegate) failNext(cmd string, n int, err error) func() int {
+	var mu sync.Mutex
+	failed := 0
+	d.setFail(func(c string, _ multus.Request) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if c != cmd || (n >= 0 && failed >= n) {
+			return nil
+		}
+		failed++
+		return err
+	})
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return failed
+	}
+}
+
 func (d *fakeDelegate) setFail(f func(cmd string, r multus.Request) error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -197,21 +214,6 @@ func (l *eventLog) snapshot() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.all...)
-}
-
-func (l *eventLog) has(substr ...string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, e := range l.all {
-		ok := true
-		for _, s := range substr {
-			ok = ok && strings.Contains(e, s)
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
 }
 
 type envOption func(*Options)
@@ -289,11 +291,6 @@ func (e *env) shutdown() {
 	<-e.done
 }
 
-func (e *env) restart(opts ...envOption) {
-	e.shutdown()
-	e.start(opts...)
-}
-
 func (e *env) eventually(what string, cond func() bool) {
 	e.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -303,26 +300,6 @@ func (e *env) eventually(what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// expectEvent waits for an event that contains every substring.
-func (e *env) expectEvent(substr ...string) {
-	e.t.Helper()
-	e.eventually(fmt.Sprint("event with ", substr), func() bool { return e.events.has(substr...) })
-}
-
-// settle waits until the queue has been empty for a while: nothing more will happen.
-func (e *env) settle() {
-	e.t.Helper()
-	quiet := 0
-	e.eventually("queue to settle", func() bool {
-		if e.ctrl.plugs.Len() == 0 && e.ctrl.releases.Len() == 0 {
-			quiet++
-		} else {
-			quiet = 0
-		}
-		return quiet > 20
-	})
 }
 
 func (e *env) pod(ns, name string) *corev1.Pod {
@@ -393,39 +370,4 @@ func bridgeNAD(ns, name string) *nadv1.NetworkAttachmentDefinition {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: fmt.Sprintf(`{"cniVersion":"0.4.0","name":%q,"type":"bridge"}`, name)},
 	}
-}
-
-// failStatusWrites makes the API server refuse network-status patches (503) until
-// restoreStatusWrites; other patches go through.
-func (e *env) failStatusWrites() {
-	e.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if isStatusPatch(a) {
-			return true, nil, apierrors.NewServiceUnavailable("down")
-		}
-		return false, nil, nil
-	})
-}
-
-// isStatusPatch tells the network-status merge patch from the finalizer's strategic merge patch.
-func isStatusPatch(a k8stesting.Action) bool {
-	p, ok := a.(k8stesting.PatchAction)
-	return ok && p.GetPatchType() == types.MergePatchType
-}
-
-func (e *env) restoreStatusWrites() { e.kube.ReactionChain = e.kube.ReactionChain[1:] }
-
-// expectSettledCheckpoints waits until the pod's checkpoints are exactly ifaces, none in flight.
-func (e *env) expectSettledCheckpoints(uid string, ifaces ...string) {
-	e.t.Helper()
-	e.eventually(fmt.Sprintf("checkpoints %v recorded as plugged, not in flight", ifaces), func() bool {
-		listing, _ := e.store.List(uid)
-		var got []string
-		for _, entry := range listing.Entries {
-			if entry.InFlight != "" {
-				return false
-			}
-			got = append(got, entry.Interface)
-		}
-		return slices.Equal(got, ifaces)
-	})
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -51,6 +52,13 @@ func hostDeviceNAD(ns, name, resource string) *nadv1.NetworkAttachmentDefinition
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: map[string]string{ResourceNameAnnot: resource}},
 		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: `{"cniVersion":"0.4.0","name":"` + name + `","type":"host-device"}`},
 	}
+}
+
+// hotplugFixture is a fixture of pods with the pool devs and network ns/hd, a host-device
+// network of pool hotPool.
+func hotplugFixture(t *testing.T, devs Devices, pods ...*corev1.Pod) *fixture {
+	t.Helper()
+	return newFixture(t, pods, []*nadv1.NetworkAttachmentDefinition{hostDeviceNAD("ns", "hd", hotPool)}, func(o *Options) { o.Devices = devs })
 }
 
 // Issue 14: an element whose NAD names a pool takes a free device of it: recorded before the
@@ -110,8 +118,7 @@ func TestSyncHotplugsAPoolDevice(t *testing.T) {
 func TestSyncPoolExhaustedWaitsForAFreeDevice(t *testing.T) {
 	t.Parallel()
 	src, _ := pool(t, 1, nil)
-	f := newFixture(t, []*corev1.Pod{runningPod("ns", "a", "hd@net1"), runningPod("ns", "b", "hd@net1")},
-		[]*nadv1.NetworkAttachmentDefinition{hostDeviceNAD("ns", "hd", hotPool)}, func(o *Options) { o.Devices = src })
+	f := hotplugFixture(t, src, runningPod("ns", "a", "hd@net1"), runningPod("ns", "b", "hd@net1"))
 	src.SetOnFree(f.ctrl.PoolFreed)
 	f.mustSync("ns", "a")
 	if err := f.sync("ns", "b"); err != nil {
@@ -144,8 +151,7 @@ func TestSyncPoolExhaustedWaitsForAFreeDevice(t *testing.T) {
 func TestSyncHotplugSurvivesARestart(t *testing.T) {
 	t.Parallel()
 	src, _ := pool(t, 2, nil)
-	f := newFixture(t, []*corev1.Pod{runningPod("ns", "a", "hd@net1"), runningPod("ns", "b", "")},
-		[]*nadv1.NetworkAttachmentDefinition{hostDeviceNAD("ns", "hd", hotPool)}, func(o *Options) { o.Devices = src })
+	f := hotplugFixture(t, src, runningPod("ns", "a", "hd@net1"), runningPod("ns", "b", ""))
 	f.mustSync("ns", "a")
 	// Restart: a fresh pool (nothing reserved in memory), rebuilt from the records.
 	src2, st2 := pool(t, 2, nil)
@@ -174,20 +180,80 @@ func TestSyncHotplugSurvivesARestart(t *testing.T) {
 	}
 }
 
-// A NAD tied to a resource that is not one of netplug's pools (an SR-IOV pool of another
-// device plugin) cannot get a device into a running pod: a Warning, no call.
-func TestSyncRefusesADeviceOfAnotherPlugin(t *testing.T) {
+// An element whose device cannot be picked is a Warning and no call: a NAD tied to a resource
+// that is not one of netplug's pools (an SR-IOV pool of another device plugin) cannot get a
+// device into a running pod; a config the device cannot be written into waits for an edit of
+// the NAD, and gives the device back; a failed reservation is retried.
+func TestSyncHotplugCannotPickADevice(t *testing.T) {
 	t.Parallel()
-	src, _ := pool(t, 1, nil)
-	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "sriov@net1")},
-		[]*nadv1.NetworkAttachmentDefinition{hostDeviceNAD("ns", "sriov", "intel.com/sriov")}, func(o *Options) { o.Devices = src })
-	if err := f.sync("ns", "p"); err != nil {
-		t.Fatal(err)
+	conflist := hostDeviceNAD("ns", "hd", hotPool)
+	conflist.Spec.Config = `{"cniVersion":"0.4.0","name":"hd","plugins":["host-device"]}`
+	for _, tc := range []struct {
+		name    string
+		nad     *nadv1.NetworkAttachmentDefinition
+		devs    func(t *testing.T) (Devices, func() int)
+		retried bool
+		event   []string
+	}{
+		{name: "resource of another plugin", nad: hostDeviceNAD("ns", "hd", "intel.com/sriov"), devs: realPool,
+			event: []string{"Warning", ReasonDeviceUnavailable, "intel.com/sriov", "not a netplug device pool"}},
+		{name: "config list with a plugin that is not an object", nad: conflist, devs: realPool,
+			event: []string{"Warning", ReasonInvalidNetwork, "ns/hd as net1", "plugin 0"}},
+		{name: "reservation fails", nad: hostDeviceNAD("ns", "hd", hotPool), retried: true,
+			devs: func(*testing.T) (Devices, func() int) {
+				return &fakeDevices{pool: true, reserveErr: errors.New("pool state unreadable")}, func() int { return 0 }
+			},
+			event: []string{"Warning", ReasonDeviceLookup, "ns/hd as net1", "pool state unreadable"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			devs, reserved := tc.devs(t)
+			f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "hd@net1")}, []*nadv1.NetworkAttachmentDefinition{tc.nad},
+				func(o *Options) { o.Devices = devs })
+			if err := f.sync("ns", "p"); (err != nil) != tc.retried {
+				t.Fatalf("err %v, want a retry: %v", err, tc.retried)
+			}
+			f.expectEvent(tc.event...)
+			f.expectCalls()
+			if n := reserved(); n != 0 {
+				t.Fatalf("%d devices reserved, want none", n)
+			}
+			if r := f.records("uid-p"); len(r) != 0 {
+				t.Fatalf("records %+v", r)
+			}
+		})
 	}
-	if calls := f.delegate.callLog(); len(calls) != 0 {
-		t.Fatalf("calls %v", calls)
-	}
-	if ev := f.events(); !hasEvent(ev, "Warning", ReasonDeviceUnavailable, "intel.com/sriov") {
-		t.Fatalf("events %v", ev)
+}
+
+// realPool is a pool of one device, and how many of its devices are reserved.
+func realPool(t *testing.T) (Devices, func() int) {
+	src, st := pool(t, 1, nil)
+	return src, st.Reserved
+}
+
+// After a restart, the devices of the records that can be read are restored; a pod whose
+// records cannot be listed is skipped, and without a list of pods nothing is.
+func TestRestoreDevicesSkipsUnreadableRecords(t *testing.T) {
+	t.Parallel()
+	src, _ := pool(t, 2, nil)
+	f := hotplugFixture(t, src, runningPod("ns", "a", "hd@net1"), runningPod("ns", "b", "hd@net1"))
+	f.mustSync("ns", "a")
+	f.mustSync("ns", "b")
+	for _, tc := range []struct {
+		name   string
+		broken brokenCheckpoints
+		want   int
+	}{
+		{"one pod's records unreadable", brokenCheckpoints{listErr: errors.New("permission denied"), of: "uid-a"}, 1},
+		{"no list of pods", brokenCheckpoints{podsErr: errors.New("permission denied")}, 0},
+	} {
+		restarted, st := pool(t, 2, nil)
+		f.open(func(o *Options) { o.Devices = restarted })
+		tc.broken.Checkpoints = f.store
+		f.ctrl.checkpoints = tc.broken
+		f.ctrl.restoreDevices(f.ctx)
+		if n := st.Reserved(); n != tc.want {
+			t.Fatalf("%s: %d devices restored, want %d", tc.name, n, tc.want)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,9 +17,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/netplug/netplug/pkg/apitest"
@@ -45,6 +49,8 @@ type fixture struct {
 	recorder *record.FakeRecorder
 	ctrl     *Controller
 	now      time.Time
+	// seen are the events drained so far (events, expectEvent).
+	seen []string
 }
 
 func newFixture(t *testing.T, pods []*corev1.Pod, nads []*nadv1.NetworkAttachmentDefinition, opts ...envOption) *fixture {
@@ -158,7 +164,7 @@ func (f *fixture) annotate(ns, name, networks string) {
 	f.update(ns, name, func(p *corev1.Pod) { p.Annotations[nadv1.NetworkAttachmentAnnot] = networks })
 }
 
-// events drains the events recorded so far.
+// events drains the events recorded since the last call.
 func (f *fixture) events() []string {
 	var out []string
 	for {
@@ -166,9 +172,111 @@ func (f *fixture) events() []string {
 		case e := <-f.recorder.Events:
 			out = append(out, e)
 		default:
+			f.seen = append(f.seen, out...)
 			return out
 		}
 	}
+}
+
+// expectEvent fails unless an event recorded so far contains every substring.
+func (f *fixture) expectEvent(substr ...string) {
+	f.t.Helper()
+	f.events()
+	if !hasEvent(f.seen, substr...) {
+		f.t.Fatalf("no event with %q in %v", substr, f.seen)
+	}
+}
+
+// expectCalls fails unless the Multus calls so far are exactly want, in order.
+func (f *fixture) expectCalls(want ...string) {
+	f.t.Helper()
+	if got := f.delegate.callLog(); !slices.Equal(got, want) {
+		f.t.Fatalf("multus calls\n%v\nwant\n%v", got, want)
+	}
+}
+
+// converged fails unless the pod's network-status lists exactly status and its sandbox holds
+// exactly links ("ifname=network", sorted).
+func (f *fixture) converged(ns, name string, status, links []string) {
+	f.t.Helper()
+	if got := f.statusOf(ns, name); !slices.Equal(got, status) {
+		f.t.Fatalf("%s/%s status %v, want %v", ns, name, got, status)
+	}
+	if got := f.delegate.linksOf(sandboxFor(f.pod(ns, name).UID).NetNS); !slices.Equal(got, links) {
+		f.t.Fatalf("%s/%s links %v, want %v", ns, name, got, links)
+	}
+}
+
+// settled fails unless the pod's records are exactly of ifaces, none in flight.
+func (f *fixture) settled(uid string, ifaces ...string) {
+	f.t.Helper()
+	var got []string
+	for _, e := range f.records(uid) {
+		if e.InFlight != "" {
+			f.t.Fatalf("record of %s still in flight (%s)", e.Interface, e.InFlight)
+		}
+		got = append(got, e.Interface)
+	}
+	if !slices.Equal(got, ifaces) {
+		f.t.Fatalf("records of %v, want %v", got, ifaces)
+	}
+}
+
+// refuseStatusWrites makes the API server answer the next n network-status patches (n < 0:
+// all of them, until allowStatusWrites) with err; the finalizer's patches go through. It
+// returns how many it refused so far.
+func (f *fixture) refuseStatusWrites(n int, err error) func() int {
+	var mu sync.Mutex
+	refused := 0
+	f.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if isStatusPatch(a) && (n < 0 || refused < n) {
+			refused++
+			return true, nil, err
+		}
+		return false, nil, nil
+	})
+	return func() int { mu.Lock(); defer mu.Unlock(); return refused }
+}
+
+// allowStatusWrites undoes the last refuseStatusWrites.
+func (f *fixture) allowStatusWrites() { f.kube.ReactionChain = f.kube.ReactionChain[1:] }
+
+// isStatusPatch tells the network-status merge patch from the finalizer's strategic merge patch.
+func isStatusPatch(a k8stesting.Action) bool {
+	p, ok := a.(k8stesting.PatchAction)
+	return ok && p.GetPatchType() == types.MergePatchType
+}
+
+// statusWrites counts the recorded patches that write network-status.
+func (f *fixture) statusWrites() int {
+	n := 0
+	for _, a := range f.kube.Actions() {
+		if isStatusPatch(a) && strings.Contains(string(a.(k8stesting.PatchAction).GetPatch()), nadv1.NetworkStatusAnnot) {
+			n++
+		}
+	}
+	return n
+}
+
+// process hands the next key of q to the worker's loop body, as a worker would.
+func (f *fixture) process(q workqueue.TypedRateLimitingInterface[key]) {
+	f.t.Helper()
+	f.refresh()
+	if !f.ctrl.processNext(f.ctx, q) {
+		f.t.Fatal("processNext stopped")
+	}
+}
+
+func (f *fixture) deletePod(ns, name string) *corev1.Pod {
+	f.t.Helper()
+	p := f.pod(ns, name)
+	if err := f.kube.CoreV1().Pods(ns).Delete(f.ctx, name, metav1.DeleteOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+	f.refresh()
+	return p
 }
 
 func hasEvent(events []string, substr ...string) bool {
@@ -206,6 +314,28 @@ func (f *fixture) podPatches() int {
 	}
 	f.kube.ClearActions()
 	return n
+}
+
+// brokenCheckpoints fails listing the records of pod of (every pod when empty) with listErr,
+// and listing the pods with podsErr.
+type brokenCheckpoints struct {
+	Checkpoints
+	listErr, podsErr error
+	of               string
+}
+
+func (b brokenCheckpoints) List(uid string) (checkpoint.Listing, error) {
+	if b.listErr != nil && (b.of == "" || b.of == uid) {
+		return checkpoint.Listing{}, b.listErr
+	}
+	return b.Checkpoints.List(uid)
+}
+
+func (b brokenCheckpoints) Pods() ([]string, error) {
+	if b.podsErr != nil {
+		return nil, b.podsErr
+	}
+	return b.Checkpoints.Pods()
 }
 
 func withStatus(p *corev1.Pod, status string) *corev1.Pod {
@@ -363,12 +493,7 @@ func TestSyncFinalizerHasADeadline(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"), func(o *Options) { o.FinalizerTimeout = 5 * time.Minute })
 	f.mustSync("ns", "p")
-	f.delegate.setFail(func(cmd string, _ multus.Request) error {
-		if cmd == "DEL" {
-			return errors.New("plugin broken")
-		}
-		return nil
-	})
+	f.delegate.failNext("DEL", -1, errors.New("plugin broken"))
 	// Deleted: the API server keeps a pod with finalizers and sets its deletion deadline (the
 	// fake clientset does not, so the test does).
 	f.update("ns", "p", func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{Time: f.now} })

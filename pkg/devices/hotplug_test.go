@@ -86,7 +86,7 @@ func TestPluginHidesReservedDevices(t *testing.T) {
 type fakeHost map[string]HostState
 
 func (h fakeHost) State(name string) (HostState, error) { return h[name], nil }
-func (h fakeHost) Restore(string, HostState) error   { return nil }
+func (h fakeHost) Restore(string, HostState) error      { return nil }
 
 type allocs map[string]map[string]bool
 
