@@ -79,32 +79,112 @@ func TestBenchMarkdown(t *testing.T) {
 		BurstRatio: 1.2,
 		SinglePlug: &LatencyStats{Count: 10, P50Ms: 120}, SingleRawAdd: &LatencyStats{Count: 10, P50Ms: 40},
 		SingleP50DeltaMs: 80, SingleP50Ratio: 3,
-		Notes: []string{"a note"},
+		SinglePlugMetrics: &MetricsDelta{Reconciles: 20, ReconcileAvgMs: 30, Adds: 10, AddAvgMs: 12, QueueWaitAvgMs: 1},
+		SingleUnplug:      &LatencyStats{Count: 10, P50Ms: 14}, SingleRawDel: &LatencyStats{Count: 10, P50Ms: 10},
+		SingleUnplugP50DeltaMs: 4,
+		Notes:                  []string{"a note"},
 	}
 	r.AddPhase(&PhaseCost{Phase: "netplug plug burst 2x1", WallS: 1, CPUS: 0.5, Metrics: &MetricsDelta{Adds: 2, AddAvgMs: 3}})
-	r.Scale = &ScaleResult{FakePods: 5000, LocalPods: 110, Idle: &PhaseCost{WallS: 30, CPUS: 0.01, CPUPercent: 0.03, RSSPeakMiB: 60}}
 	expectContains(t, r.Markdown(),
 		"### netplug bench: 2 pods × 1 interfaces, node n1, 4 netplug workers (raw parallelism), 2025-01-01T00:00:00Z\n",
-		"| plug burst 2×1: first patch → last pod done | 1.20 s | 1.00 s | 1.20× | ≤ 1.5× ok |",
+		"| plug burst 2×1: first patch → last pod done | 1.20 s | 1.00 s | 1.20× | ≤ 1.25× ok |",
 		"| plug per pod p50 / p95 / p99 / max ¹ | 10 / 20 / 20 / 20 ms | 5 / 8 / 8 / 8 ms |  |  |",
-		"| single plug p50 (1 pod, 1 iface, 10×) | 120.0 ms | 40.0 ms | +80.0 ms (3.00×) | ≤ raw + 50 ms **MISSED** |",
-		"| single unplug p50 | – | – | – |  |",
+		"| single plug p50 (1 pod, 1 iface, 10×) ² | 120.0 ms | 40.0 ms | +80.0 ms (3.00×) | ≤ raw + 5 ms **MISSED** |",
+		// 20 reconciles of 30 ms and 10 ADDs of 12 ms over 10 plugs.
+		"| single plug, netplug's own metrics | per op: 2.0 reconciles, 60.0 ms reconciling, ADD 12.0 ms (10 calls); queue wait 1.0 ms avg |",
+		"| single unplug p50 (10×) ² | 14.0 ms | 10.0 ms | +4.0 ms (1.40×) | ≤ raw + 5 ms ok |",
+		"| single unplug, netplug's own metrics | – |",
 		"| netplug CPU per plugged interface (burst) | 250.0 ms |",
 		"3.0 ms ×2 / 0.0 ms ×0",
-		"pods bound to fake node "+BenchFakeNode,
-		"| netplug RSS idle with 5000+110 pods (end / peak) | 0.0 / 60.0 MiB | ≤ 50 MiB **MISSED** |",
-		"| netplug CPU idle over 30 s | 0.01 s (0.03% of a core) | ~0 (≤ 1%) ok |",
 		"- a note\n",
 	)
 	md := r.Markdown()
-	for _, absent := range []string{"RUN FAILED", "unplug burst"} {
+	for _, absent := range []string{"RUN FAILED", "unplug burst", "A full node"} {
 		if strings.Contains(md, absent) {
 			t.Errorf("the Markdown has %q:\n%s", absent, md)
 		}
 	}
+	// Without raw figures there is no ratio and no verdict.
+	r.RawAdd, r.SingleRawAdd = nil, nil
+	expectContains(t, r.Markdown(),
+		"| plug burst 2×1: first patch → last pod done | 1.20 s | – | – | ≤ 1.25× |",
+		"| single plug p50 (1 pod, 1 iface, 10×) ² | 120.0 ms | – | – | ≤ raw + 5 ms |")
 	r.Failed = true
 	if md := r.Markdown(); !strings.Contains(md, " — RUN FAILED, figures incomplete") {
 		t.Errorf("a failed run is not marked:\n%s", md)
+	}
+}
+
+func TestNodeMarkdown(t *testing.T) {
+	r := &BenchResult{Params: BenchParams{Pods: 2, Ifaces: 1}, Workers: 8}
+	r.FullNode = &NodeResult{
+		FakePods: 5000, FakeCreateMs: 61000, PodsAsked: 110, Pods: 104, Ifaces: 4, NADs: 500,
+		Idle:          &PhaseCost{WallS: 30, CPUS: 0.03, CPUPercent: 0.1, RSSEndMiB: 28, RSSPeakMiB: 29.5, AnonPeakMiB: 9},
+		PlugBurst:     &LatencyStats{Count: 104, P50Ms: 2000, P95Ms: 3500, P99Ms: 3900, MaxMs: 4000, BurstMs: 5200},
+		RawAdd:        &LatencyStats{Count: 104, P50Ms: 1800, P95Ms: 3000, P99Ms: 3300, MaxMs: 3400, BurstMs: 4000},
+		BurstRatio:    1.3,
+		PlugBurstCost: &PhaseCost{CPUS: 4.16, CPUPercent: 80, RSSPeakMiB: 37, HWMMiB: 38},
+		UnplugBurst:   &LatencyStats{BurstMs: 3000}, RawDel: &LatencyStats{BurstMs: 2000}, UnplugBurstRatio: 1.5,
+		NADUpdate: &NADUpdateResult{NADs: 500, Pods: 104, Referencing: 10, Attempts: 2, HandlerMs: 42.5,
+			Reconciles: 10, QueueAdds: 10, ReconcileAvgMs: 1.5},
+		Restart: &RestartResult{Pods: 104, Interfaces: 416, ProcessStartMs: 1500, ReadyMs: 2250, ConvergedMs: 3000,
+			APIReadyMs: 6000, Reconciles: 105, ReconcileAvgMs: 4, PlugCalls: 1, RSSMiB: 27, AnonMiB: 8},
+	}
+	expectContains(t, r.Markdown(),
+		"### A full node: 104 pods × 4 interfaces (BENCH_NODE_PODS=110, capped by the node), 500 NADs, 5000 pods of fake node "+BenchFakeNode+" (created in 61.0 s)\n",
+		"| plug burst 104×4, parallelism 8: first patch → last pod done | 5.20 s | 4.00 s | 1.30× | ≤ 1.3× ok |",
+		"| plug per pod p99 | 3900 ms | 3300 ms |  | printed |",
+		"| unplug burst 104×4 | 3.00 s | 2.00 s | 1.50× |  |",
+		"| RSS idle, 5000 pods in the cluster + 104 on the node (end / peak) | 28.0 / 29.5 MiB |  |  | ≤ 30 MiB ok |",
+		"| CPU idle over 30 s | 0.03 s (0.10% of a core) |  |  | ≤ 0.5% ok |",
+		"| RSS peak during the 104-pod burst (sampled) / VmHWM | 37.0 / 38.0 MiB |  |  | ≤ 36 MiB **MISSED** |",
+		"| CPU during the burst | 4.16 s (80.0% of a core, 10.0 ms per interface) |",
+		"| one NAD update, 500 NADs, 104 pods, 10 referencing it ³ |  |  |  | ≤ the referencing pods ok |",
+		"| handler time: update sent → work queues idle | 42.5 ms |  |  | printed |",
+		"| reconciles (queue adds) / /delegate calls | 10 (10) of 1.5 ms avg / 0 |  |  | 10 / 0 |",
+		"| reconciles of the 94 pods that do not reference it | 0 |  |  | 0 ok |",
+		"| updates needed to get one without an informer resync in the window | 2 |",
+		"| restart with 104 pods, 416 plugged interfaces: pod deleted → … |",
+		"| … new process started | 1.50 s |",
+		"| … time to ready (/readyz 200 from the new process) | 2.25 s (0.75 s after its start) |  |  | printed |",
+		"| … resync converged (every pod reconciled, queues idle) | 3.00 s |",
+		"| … pod Ready in the API (kubelet probe every 5 s) | 6.00 s |",
+		"| /delegate calls after the restart | 1 |  |  | 0 **MISSED** |",
+		"| reconciles after the restart / failures | 105 of 4.0 ms avg / 0 |",
+		"| RSS of the new process after the resync (RssAnon) | 27.0 MiB (8.0 MiB) |",
+		"³ from netplug's /metrics",
+	)
+	// A NAD update that reconciled a pod that does not reference it, or called Multus, misses.
+	u := r.FullNode.NADUpdate
+	u.Reconciles, u.OtherReconciles = 11, 1
+	expectContains(t, r.Markdown(), "| reconciles of the 94 pods that do not reference it | 1 |  |  | 0 **MISSED** |",
+		"≤ the referencing pods **MISSED**")
+	u.Reconciles, u.OtherReconciles, u.PlugCalls = 10, 0, 2
+	if u.OK() {
+		t.Error("an update with /delegate calls is OK")
+	}
+	u.PlugCalls, u.Reconciles = 0, 9
+	if u.OK() {
+		t.Error("an update that reconciled fewer pods than reference the NAD is OK")
+	}
+	// The parts that did not run are left out.
+	r.FullNode = &NodeResult{Pods: 2, Ifaces: 1}
+	md := r.Markdown()
+	for _, absent := range []string{"footprint", "NAD update", "restart", "³"} {
+		if strings.Contains(md, absent) {
+			t.Errorf("the Markdown of an empty node part has %q:\n%s", absent, md)
+		}
+	}
+}
+
+func TestMetricsDeltaMerge(t *testing.T) {
+	m := &MetricsDelta{}
+	m.Merge(&MetricsDelta{Adds: 1, AddAvgMs: 10, Reconciles: 2, ReconcileAvgMs: 20, QueueWaitAvgMs: 1, Failures: 1})
+	m.Merge(nil)
+	m.Merge(&MetricsDelta{Adds: 3, AddAvgMs: 30, Dels: 2, DelAvgMs: 5, Reconciles: 2, ReconcileAvgMs: 10, QueueWaitAvgMs: 3})
+	want := MetricsDelta{Adds: 4, AddAvgMs: 25, Dels: 2, DelAvgMs: 5, Reconciles: 4, ReconcileAvgMs: 15, QueueWaitAvgMs: 2, Failures: 1}
+	if *m != want {
+		t.Errorf("Merge = %+v, want %+v", *m, want)
 	}
 }
 
