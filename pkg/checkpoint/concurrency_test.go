@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -52,7 +53,7 @@ func TestConcurrentSavesAndDeletes(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Save(Entry{PodUID: uids[0], Interface: "net9"}); err != ErrClosed {
+	if err := s.Save(Entry{PodUID: uids[0], Interface: "net9"}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Save after Close: %v", err)
 	}
 }

@@ -31,6 +31,49 @@ type run struct {
 
 type doneEvent struct{ reason, message string }
 
+// pendingFinalizer is netplug's finalizer being added while the first ADDs run.
+type pendingFinalizer chan finalizerResult
+
+type finalizerResult struct {
+	pod *corev1.Pod
+	err error
+}
+
+// addFinalizer starts adding the finalizer when the pod is to hold a hot-plugged interface and
+// lacks it: Multus's DEL needs the pod object, so the pod must not go before netplug has
+// released what it plugs. It runs beside the first ADDs rather than before them: a graceful
+// deletion keeps the pod for its grace period, far longer than the patch takes, so only a
+// forced deletion landing within the patch's few milliseconds could slip by, and the patch no
+// longer adds its round trip to every first plug. nil when nothing is to be added.
+func (c *Controller) addFinalizer(ctx context.Context, obs *observation, plan attachment.Plan) pendingFinalizer {
+	if podwriter.HasFinalizer(obs.pod) || (len(plan.Adds)+len(plan.Replugs) == 0 && !holdsHotplug(obs.current)) {
+		return nil
+	}
+	pending := make(pendingFinalizer, 1)
+	pod := obs.pod
+	go func() {
+		written, err := c.writer.AddFinalizer(ctx, pod)
+		pending <- finalizerResult{written, err}
+	}()
+	return pending
+}
+
+// wait takes the finalizer's outcome before the commit: the status patch is guarded by the
+// resourceVersion the finalizer's patch returned. A failure is retried with the next reconcile
+// (the records hold hot-plugged interfaces, so it adds the finalizer again).
+func (p pendingFinalizer) wait(c *Controller, obs *observation, r *run) {
+	if p == nil {
+		return
+	}
+	res := <-p
+	if res.err != nil {
+		c.warn(obs.pod, ReasonStatusWriteFailed, "adding netplug's finalizer: %v; retried", res.err)
+		r.failed = append(r.failed, res.err.Error())
+		return
+	}
+	obs.pod = res.pod
+}
+
 // execute carries out the plan through the executor: old sandboxes' records first, then
 // removals, replugs and adds (so a name freed by a removal is free before an ADD needs it).
 func (c *Controller) execute(ctx context.Context, obs *observation, plan attachment.Plan) *run {
@@ -39,18 +82,8 @@ func (c *Controller) execute(ctx context.Context, obs *observation, plan attachm
 	for _, ref := range plan.Refused {
 		c.warn(obs.pod, ref.Reason, "%s as %s: %s; nothing was called", ref.Attachment.NetworkName(), ref.Attachment.Interface, ref.Message)
 	}
-	if len(plan.Adds)+len(plan.Replugs) > 0 && !podwriter.HasFinalizer(obs.pod) {
-		// Before the first ADD: Multus's DEL needs the pod object, so the pod must not go
-		// before netplug has released what it plugs.
-		pod, err := c.writer.AddFinalizer(ctx, obs.pod)
-		if err != nil {
-			c.warn(obs.pod, ReasonStatusWriteFailed, "%v; nothing is plugged until it can be written", err)
-			r.failed = append(r.failed, err.Error())
-			plan.Adds, plan.Replugs = nil, nil
-		} else {
-			obs.pod = pod
-		}
-	}
+	finalizer := c.addFinalizer(ctx, obs, plan)
+	defer finalizer.wait(c, obs, r)
 	deadline := c.opts.Now().Add(c.opts.ReconcileBudget)
 	inBudget := func() bool {
 		if c.opts.Now().After(deadline) {
@@ -171,13 +204,14 @@ func (c *Controller) plug(ctx context.Context, obs *observation, r *run, a attac
 		c.failStep(obs.pod, r, a, o.Failure)
 		return false
 	}
-	if dev != nil {
+	switch {
+	case dev != nil:
 		o.Status.DeviceInfo = deviceInfo(dev.PCI)
 		r.done = append(r.done, doneEvent{ReasonPlugged, fmt.Sprintf("plugged %s as %s with device %s of pool %s", a.NetworkName(), a.Interface, dev.ID, dev.Pool)})
-	} else if a.Source == attachment.SourceDevice {
+	case a.Source == attachment.SourceDevice:
 		c.movedIn(obs, a, o.Status)
 		r.done = append(r.done, doneEvent{ReasonDeviceMovedIn, fmt.Sprintf("moved NIC %s of %s into the pod", a.Interface, a.NetworkName())})
-	} else {
+	default:
 		r.done = append(r.done, doneEvent{ReasonPlugged, fmt.Sprintf("plugged %s as %s", a.NetworkName(), a.Interface)})
 	}
 	r.changes = append(r.changes, podwriter.Change{Interface: a.Interface, Entry: o.Status})

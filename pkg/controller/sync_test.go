@@ -15,6 +15,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	nadfake "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -807,5 +808,33 @@ func TestCreationSelectionsSurviveARestart(t *testing.T) {
 	after.prune(func(types.UID) bool { return false }) // the pod went while netplug was down
 	if got := (&creationSelections{dir: dir}).of(pod.UID); len(got) != 0 {
 		t.Fatalf("a deleted pod's record stays: %v", got)
+	}
+}
+
+// The finalizer is patched beside the first ADD, not before it; a finalizer patch that fails is
+// retried by the next reconcile, which has nothing left to plug but holds a hot-plug.
+func TestSyncFinalizerRunsBesideTheFirstAddAndIsRetried(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
+	refused := false
+	f.kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if !isStatusPatch(a) && !refused {
+			refused = true
+			return true, nil, apierrors.NewServiceUnavailable("down")
+		}
+		return false, nil, nil
+	})
+	if err := f.sync("ns", "p"); err == nil {
+		t.Fatal("a refused finalizer patch is not reported")
+	}
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"ADD ns/p net1 a"}) || podwriter.HasFinalizer(f.pod("ns", "p")) {
+		t.Fatalf("calls %v, finalizers %v", calls, f.pod("ns", "p").Finalizers)
+	}
+	f.mustSync("ns", "p")
+	if !podwriter.HasFinalizer(f.pod("ns", "p")) || len(f.delegate.callLog()) != 1 {
+		t.Fatalf("finalizers %v, calls %v: the retry must add the finalizer and call nothing", f.pod("ns", "p").Finalizers, f.delegate.callLog())
+	}
+	if ev := f.events(); !hasEvent(ev, "Warning", ReasonStatusWriteFailed, "finalizer") {
+		t.Fatalf("events %v", ev)
 	}
 }
