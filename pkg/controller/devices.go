@@ -100,9 +100,12 @@ func (c *Controller) movedOut(pod *corev1.Pod, e checkpoint.Entry, o executor.Ou
 	if c.opts.Devices == nil || (e.Origin != checkpoint.OriginDevice && e.Device == nil) {
 		return
 	}
-	if e.Device != nil {
+	switch {
+	case e.Device != nil && e.Origin == checkpoint.OriginClaim:
+		// The DRA driver holds a claim's device until the kubelet unprepares the claim.
+	case e.Device != nil:
 		c.returnDevice(pod, e.Device)
-	} else {
+	default:
 		c.opts.Devices.MarkInPod(e.Namespace+"/"+e.Network, e.Interface, false)
 	}
 	if o.RestoreErr != nil {

@@ -11,7 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/netplug/netplug/pkg/checkpoint"
 	"github.com/netplug/netplug/pkg/devices"
+	"github.com/netplug/netplug/pkg/podwriter"
 )
 
 const hotPool = "netplug.io/veth"
@@ -255,5 +257,33 @@ func TestRestoreDevicesSkipsUnreadableRecords(t *testing.T) {
 		if n := st.Reserved(); n != tc.want {
 			t.Fatalf("%s: %d devices restored, want %d", tc.name, n, tc.want)
 		}
+	}
+}
+
+// A claim's pool device is the DRA driver's to give back (when the kubelet unprepares the
+// claim): releasing the record with the terminating pod returns the NIC to the host but keeps
+// it out of the pool, so hot-plug cannot take it in between.
+func TestSyncLeavesAClaimsDeviceReserved(t *testing.T) {
+	t.Parallel()
+	src, st := pool(t, 1, nil)
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "")}, nil, func(o *Options) { o.Devices = src })
+	st.Restore("npdev0", "claim ns/c")
+	sb := sandboxFor("uid-p")
+	rec := checkpoint.Entry{PodNamespace: "ns", PodName: "p", PodUID: "uid-p", SandboxID: sb.ID, NetNS: sb.NetNS,
+		Namespace: "ns", Network: "c", Interface: "npdev0", Config: []byte(`{"name":"netplug-veth","type":"host-device","device":"npdev0"}`),
+		Origin: checkpoint.OriginClaim, Device: &checkpoint.Device{Pool: hotPool, ID: "npdev0", Interface: "npdev0"}}
+	if err := f.store.Save(rec); err != nil {
+		t.Fatal(err)
+	}
+	// The pod also holds a hot-plug (so netplug's finalizer) and terminates.
+	f.update("ns", "p", func(p *corev1.Pod) {
+		p.Finalizers, p.DeletionTimestamp = []string{podwriter.Finalizer}, &metav1.Time{Time: f.now}
+	})
+	_ = f.sync("ns", "p")
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"DEL ns/p npdev0 netplug-veth"}) {
+		t.Fatalf("calls %v", calls)
+	}
+	if st.Reserved() != 1 {
+		t.Fatal("the controller gave a claim's device back to the pool")
 	}
 }
