@@ -57,7 +57,7 @@ kubectl label --local --overwrite -f "$work/netplug.yaml" app.kubernetes.io/part
     def one(k): [.[] | select(.kind == k)] | if length == 1 then .[0] else error("want one \(k), have \(length)") end;
     ["ClusterRole","ClusterRoleBinding","DeviceClass","Namespace","ValidatingAdmissionPolicy","ValidatingAdmissionPolicyBinding"] as $cluster
     | (map(.kind) | sort) as $kinds
-    | if $kinds != ["ClusterRole","ClusterRoleBinding","ConfigMap","DaemonSet","DeviceClass","Namespace","Role","RoleBinding",
+    | if $kinds != ["ClusterRole","ClusterRoleBinding","ConfigMap","DaemonSet","DeviceClass","DeviceClass","Namespace","Role","RoleBinding",
                     "ServiceAccount","ValidatingAdmissionPolicy","ValidatingAdmissionPolicyBinding"]
       then error("unexpected objects: \($kinds)") else . end
     | (.[] | select((.kind | IN($cluster[])) and .metadata.namespace != null)
