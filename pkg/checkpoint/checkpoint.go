@@ -236,7 +236,7 @@ func (s *Store) Save(e Entry) error {
 		return fmt.Errorf("saving checkpoint: %w", err)
 	}
 	p := filepath.Join(podDir, name)
-	if err := writeFile(podDir, p, data); err != nil {
+	if err := WriteFile(podDir, p, data); err != nil {
 		return fmt.Errorf("saving checkpoint %s: %w", p, err)
 	}
 	// The new file is in place: the version-1 one, if any, is now the older record.
@@ -257,8 +257,10 @@ func (s *Store) makePodDir(podDir string) error {
 	return syncDir(s.dir)
 }
 
-// writeFile writes data to p through a temporary file in dir, renamed over p once synced.
-func writeFile(dir, p string, data []byte) error {
+// WriteFile writes data to p durably and atomically: through a temporary file in dir (named
+// tmp:*, which a reader of dir skips), synced, renamed over p, and the directory synced. The
+// node-local stores (checkpoints, prepared DRA claims) all write this way.
+func WriteFile(dir, p string, data []byte) error {
 	tmp, err := os.CreateTemp(dir, tempPattern)
 	if err != nil {
 		return err
@@ -458,8 +460,10 @@ func (s *Store) pods() ([]string, error) {
 	return out, nil
 }
 
-// syncDir makes the changes to a directory's entries (renames, removals, creations) durable. A
-// variable, so that tests can see it is called.
+// SyncDir makes the changes to a directory's entries (renames, removals, creations) durable.
+func SyncDir(dir string) error { return syncDir(dir) }
+
+// syncDir is SyncDir's body: a variable, so that tests can see it is called.
 var syncDir = func(dir string) error {
 	d, err := os.Open(dir) //nolint:gosec // the store's own directory
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/netplug/netplug/pkg/checkpoint"
 	"github.com/netplug/netplug/pkg/dra/config"
 )
 
@@ -114,26 +115,7 @@ func (s *ClaimStore) Save(c PreparedClaim) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(s.dir, "tmp:*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) //nolint:errcheck // gone after the rename
-	if _, err := tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return err
-	}
-	return s.syncDir()
+	return checkpoint.WriteFile(s.dir, p, data)
 }
 
 // Delete removes the claim's record; a missing one is not an error.
@@ -217,14 +199,4 @@ func readClaim(p string) (PreparedClaim, error) {
 	return c, nil
 }
 
-func (s *ClaimStore) syncDir() error {
-	d, err := os.Open(s.dir)
-	if err != nil {
-		return err
-	}
-	if err := d.Sync(); err != nil {
-		_ = d.Close()
-		return err
-	}
-	return d.Close()
-}
+func (s *ClaimStore) syncDir() error { return checkpoint.SyncDir(s.dir) }
