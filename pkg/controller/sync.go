@@ -108,21 +108,9 @@ func (c *Controller) observe(ctx context.Context, pod *corev1.Pod) (*observation
 	if c.staleCache(pod) {
 		return nil, requeueError{reason: "informer cache older than netplug's last write"}
 	}
-	sel, err := c.selections.get(pod, c.opts.MaxNetworksPerPod)
-	c.atCreation.saw(pod, sel)
-	sel.AtCreation = c.atCreation.of(pod.UID) // a copy of the cached value: the cache stays as parsed
-	if errors.Is(err, attachment.ErrTooManyElements) {
-		c.warn(pod, ReasonTooManyNetworks, "%v; no interface was changed", err)
-		return nil, nil
-	}
-	if err != nil {
-		c.warn(pod, ReasonInvalidSelection, "%v; no interface was changed", err)
+	sel, status, ok := c.parseAnnotations(pod)
+	if !ok {
 		return nil, nil // only a new edit can fix it, and that edit enqueues the pod
-	}
-	status, err := attachment.ParseNetworkStatus(pod.Annotations[nadv1.NetworkStatusAnnot])
-	if err != nil {
-		c.warn(pod, ReasonInvalidStatus, "%v; no interface was changed", err)
-		return nil, nil
 	}
 	entries, err := c.listRecords(pod)
 	if err != nil {
@@ -161,6 +149,27 @@ func (c *Controller) observe(ctx context.Context, pod *corev1.Pod) (*observation
 		return nil, err
 	}
 	return obs, nil
+}
+
+// parseAnnotations reads the pod's selection (with what it asked Multus for at creation) and
+// network-status; a problem is a Warning and ok is false: nothing may change until an edit.
+func (c *Controller) parseAnnotations(pod *corev1.Pod) (sel attachment.Selection, status []nadv1.NetworkStatus, ok bool) {
+	sel, err := c.selections.get(pod, c.opts.MaxNetworksPerPod)
+	c.atCreation.saw(pod, sel)
+	sel.AtCreation = c.atCreation.of(pod.UID) // a copy of the cached value: the cache stays as parsed
+	if errors.Is(err, attachment.ErrTooManyElements) {
+		c.warn(pod, ReasonTooManyNetworks, "%v; no interface was changed", err)
+		return sel, nil, false
+	}
+	if err != nil {
+		c.warn(pod, ReasonInvalidSelection, "%v; no interface was changed", err)
+		return sel, nil, false
+	}
+	if status, err = attachment.ParseNetworkStatus(pod.Annotations[nadv1.NetworkStatusAnnot]); err != nil {
+		c.warn(pod, ReasonInvalidStatus, "%v; no interface was changed", err)
+		return sel, nil, false
+	}
+	return sel, status, true
 }
 
 // listRecords lists the pod's records; the ones that cannot be read are set aside with a
