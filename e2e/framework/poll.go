@@ -25,8 +25,11 @@ func Poll(ctx context.Context, interval, timeout time.Duration, cond Condition) 
 	err = wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
 		callCtx, cancel := context.WithTimeout(ctx, ApiTimeout)
 		defer cancel()
-		var done bool
-		done, why = cond(callCtx)
+		done, reason := cond(callCtx)
+		// A call cut short by the overall deadline says only that: keep the reason before it.
+		if ctx.Err() == nil || why == "" {
+			why = reason
+		}
 		return done, nil
 	})
 	if err != nil {

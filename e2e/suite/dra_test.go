@@ -219,7 +219,9 @@ func (s *scenario) waitKubeletEvent(pod *corev1.Pod, eventType, reason, contains
 func (s *scenario) waitSliceNIC(ifName string) string {
 	s.T.Helper()
 	var name string
-	framework.WaitUntil(s.T, 60*time.Second, "ResourceSlice device of "+ifName, func(ctx context.Context) (bool, string) {
+	// Up to two minutes: a kubelet restart (TestDevicePools restarts it just before) deletes the
+	// node's slices, and the driver's slice controller re-creates them after its sync delay.
+	framework.WaitUntil(s.T, 2*time.Minute, "ResourceSlice device of "+ifName, func(ctx context.Context) (bool, string) {
 		list, err := s.Kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{
 			FieldSelector: fields.Set{"spec.driver": "netplug.io", "spec.nodeName": s.Env.NodeName}.String()})
 		if err != nil {
