@@ -23,7 +23,7 @@ const budgetRetry = time.Second
 func (c *Controller) commit(ctx context.Context, obs *observation, r *run) error {
 	pod := obs.pod
 	held := heldRecords(append(obs.current, obs.stale...), r.outcomes)
-	for _, d := range r.done {
+	for _, d := range groupDone(r.done) {
 		c.event(pod, corev1.EventTypeNormal, d.reason, "%s", d.message)
 	}
 	u := podwriter.Update{Changes: r.changes, ReleaseFinalizer: !holdsHotplug(held)}
@@ -52,6 +52,36 @@ func (c *Controller) commit(ctx context.Context, obs *observation, r *run) error
 		return fmt.Errorf("%d steps failed: %s", len(r.failed), strings.Join(r.failed, "; "))
 	}
 	return nil
+}
+
+// maxEventItems bounds how many steps one event names.
+const maxEventItems = 16
+
+// groupDone folds the run's Normal events into one per reason, in the order of their first step
+// ("plugged ns/a as net1; plugged ns/b as net2"): a pod's reconcile costs one event write per kind
+// of change, not one per interface, and a burst leaves the API server that much more time.
+func groupDone(done []doneEvent) []doneEvent {
+	var out []doneEvent
+	index := map[string]int{}
+	count := map[string]int{}
+	for _, d := range done {
+		i, ok := index[d.reason]
+		if !ok {
+			index[d.reason] = len(out)
+			out = append(out, d)
+			count[d.reason] = 1
+			continue
+		}
+		if count[d.reason]++; count[d.reason] <= maxEventItems {
+			out[i].message += "; " + d.message
+		}
+	}
+	for i, d := range out {
+		if n := count[d.reason]; n > maxEventItems {
+			out[i].message += fmt.Sprintf("; and %d more", n-maxEventItems)
+		}
+	}
+	return out
 }
 
 // heldRecords is the set of records once the outcomes are settled (the store keeps one record

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -836,5 +837,30 @@ func TestSyncFinalizerRunsBesideTheFirstAddAndIsRetried(t *testing.T) {
 	}
 	if ev := f.events(); !hasEvent(ev, "Warning", ReasonStatusWriteFailed, "finalizer") {
 		t.Fatalf("events %v", ev)
+	}
+}
+
+// One Normal event per kind of change per reconcile, naming every interface: a burst costs one
+// event write per pod, not one per interface.
+func TestSyncOneEventPerKindOfChange(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a@net1,b@net2")}, nads("ns/a", "ns/b"))
+	f.mustSync("ns", "p")
+	var plugged []string
+	for _, e := range f.events() {
+		if strings.Contains(e, ReasonPlugged) {
+			plugged = append(plugged, e)
+		}
+	}
+	if len(plugged) != 1 || !strings.Contains(plugged[0], "ns/a as net1") || !strings.Contains(plugged[0], "ns/b as net2") {
+		t.Fatalf("plug events %v, want one naming both interfaces", plugged)
+	}
+	many := make([]doneEvent, maxEventItems+3)
+	for i := range many {
+		many[i] = doneEvent{ReasonUnplugged, fmt.Sprintf("unplugged n%d", i)}
+	}
+	got := groupDone(append(many, doneEvent{ReasonPlugged, "plugged x"}))
+	if len(got) != 2 || !strings.HasSuffix(got[0].message, "; and 3 more") || got[1].message != "plugged x" {
+		t.Fatalf("grouped %+v", got)
 	}
 }
