@@ -75,3 +75,22 @@ func TestListAndWatchReportsTopology(t *testing.T) {
 		t.Fatalf("devices %+v", devs)
 	}
 }
+
+// A scan reads only the links a prefix pool could match (a node's links are mostly its pods'
+// veths), every link when a pool matches by driver or PCI address, and asks PodResources for the
+// kubelet's allocations only when it found a NIC.
+func TestScanReadsOnlyWhatThePoolsNeed(t *testing.T) {
+	prefix := namesOfInterest([]Pool{{ResourceName: "netplug.io/veth", InterfacePrefix: "npdev"}, {ResourceName: "netplug.io/tun", CharDevices: []string{"/dev/net/tun"}}})
+	if prefix == nil || !prefix("npdev3") || prefix("veth1234") || prefix("eth0") {
+		t.Fatal("a prefix pool reads links it cannot match")
+	}
+	if namesOfInterest([]Pool{{ResourceName: "netplug.io/v", Driver: "virtio_net"}}) != nil {
+		t.Fatal("a driver pool must read every link")
+	}
+	if charOnly := namesOfInterest([]Pool{{ResourceName: "netplug.io/tun", CharDevices: []string{"/dev/net/tun"}}}); charOnly == nil || charOnly("eth0") {
+		t.Fatal("without NIC pools no link is read")
+	}
+	if anyNIC(map[string][]Device{"netplug.io/tun": {{ID: "dev-net-tun", Path: "/dev/net/tun"}}}) || !anyNIC(map[string][]Device{"x": {{ID: "a", Interface: "a"}}}) {
+		t.Fatal("anyNIC")
+	}
+}

@@ -47,14 +47,18 @@ func (s Sysfs) path(p ...string) string { return filepath.Join(append([]string{s
 
 const classNet = "sys/class/net"
 
-// Links lists the host's links.
-func (s Sysfs) Links() ([]Link, error) {
+// Links lists the host's links whose name want accepts (nil: all of them). A node's links are
+// mostly its pods' veths: a filter by name spares reading each of them on every scan.
+func (s Sysfs) Links(want func(name string) bool) ([]Link, error) {
 	entries, err := os.ReadDir(s.path(classNet))
 	if err != nil {
 		return nil, fmt.Errorf("listing links: %w", err)
 	}
 	links := make([]Link, 0, len(entries))
 	for _, e := range entries {
+		if want != nil && !want(e.Name()) {
+			continue
+		}
 		if l, ok := s.link(e.Name()); ok {
 			links = append(links, l)
 		}

@@ -128,7 +128,7 @@ func TestLinks(t *testing.T) {
 	tr.link("br0", linkSpec{devtype: "bridge"})
 	tr.link("lo", linkSpec{loop: true})
 	s := Sysfs{Root: tr.root, Kinds: kinds{"npdev1": "veth"}}
-	links, err := s.Links()
+	links, err := s.Links(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestLinks(t *testing.T) {
 	if _, ok := s.link("gone"); ok {
 		t.Error("a missing link was read")
 	}
-	if _, err := (Sysfs{Root: t.TempDir()}).Links(); err == nil {
+	if _, err := (Sysfs{Root: t.TempDir()}).Links(nil); err == nil {
 		t.Error("Links without sysfs: no error")
 	}
 	if _, err := (Sysfs{Root: t.TempDir()}).DefaultRouteLinks(); err == nil {

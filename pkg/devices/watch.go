@@ -2,6 +2,7 @@ package devices
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -31,7 +32,11 @@ type Watcher struct {
 
 // Scan runs one discovery and updates every pool. It returns the links excluded from pools.
 func (w *Watcher) Scan(ctx context.Context) ([]Excluded, error) {
-	links, err := w.Sysfs.Links()
+	pools := make([]Pool, len(w.States))
+	for i, s := range w.States {
+		pools[i] = s.Pool
+	}
+	links, err := w.Sysfs.Links(namesOfInterest(pools))
 	if err != nil {
 		return nil, err
 	}
@@ -39,13 +44,9 @@ func (w *Watcher) Scan(ctx context.Context) ([]Excluded, error) {
 	if err != nil {
 		return nil, err
 	}
-	pools := make([]Pool, len(w.States))
-	for i, s := range w.States {
-		pools[i] = s.Pool
-	}
 	found, excluded := Match(pools, links, routes, w.Sysfs.DevicePresent)
 	var allocated map[string]map[string]bool
-	if w.Allocations != nil {
+	if w.Allocations != nil && anyNIC(found) {
 		if allocated, err = w.Allocations.Allocated(ctx); err != nil {
 			klog.FromContext(ctx).V(2).Info("PodResources unavailable; devices counted as free", "err", err)
 		}
@@ -89,4 +90,41 @@ func (w *Watcher) Run(ctx context.Context) {
 		case <-w.Tick:
 		}
 	}
+}
+
+// namesOfInterest is the filter of the links a scan must read: those a prefix pool could match,
+// or every link when a pool matches by driver or PCI address (nil: no filter). Without NIC pools
+// no link is read.
+func namesOfInterest(pools []Pool) func(string) bool {
+	var prefixes []string
+	for _, p := range pools {
+		switch {
+		case p.Kind() != KindNIC:
+		case p.InterfacePrefix != "":
+			prefixes = append(prefixes, p.InterfacePrefix)
+		default:
+			return nil
+		}
+	}
+	return func(name string) bool {
+		for _, prefix := range prefixes {
+			if strings.HasPrefix(name, prefix) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// anyNIC reports whether a scan found a NIC: only then do the metrics need the kubelet's
+// allocations (a PodResources List of every pod of the node).
+func anyNIC(found map[string][]Device) bool {
+	for _, devs := range found {
+		for _, d := range devs {
+			if d.Interface != "" {
+				return true
+			}
+		}
+	}
+	return false
 }

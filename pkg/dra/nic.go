@@ -83,7 +83,7 @@ func publishedNICs(ctx context.Context, pools *devices.Source) map[string]nicEnt
 		return out
 	}
 	var allocated map[string]map[string]bool
-	if pools.Allocations != nil {
+	if pools.Allocations != nil && hasNICDevices(pools) {
 		var err error
 		if allocated, err = pools.Allocations.Allocated(ctx); err != nil {
 			klog.FromContext(ctx).V(2).Info("PodResources did not answer; the slice lists the pools' devices without it", "err", err)
@@ -109,6 +109,17 @@ func publishedNICs(ctx context.Context, pools *devices.Source) map[string]nicEnt
 		}
 	}
 	return out
+}
+
+// hasNICDevices reports whether a NIC pool has a device: without one the kubelet's allocations
+// (a PodResources List of every pod of the node, every poll) are not needed.
+func hasNICDevices(pools *devices.Source) bool {
+	for _, st := range pools.States {
+		if devs, _ := st.Devices(); st.Pool.Kind() == devices.KindNIC && len(devs) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func mapsKeys[V any](m map[string]V) func(func(string) bool) {
