@@ -128,7 +128,7 @@ func TestNodeMarkdown(t *testing.T) {
 		NADUpdate: &NADUpdateResult{NADs: 500, Pods: 104, Referencing: 10, Attempts: 2, HandlerMs: 42.5,
 			Reconciles: 10, QueueAdds: 10, ReconcileAvgMs: 1.5},
 		Restart: &RestartResult{Pods: 104, Interfaces: 416, ProcessStartMs: 1500, ReadyMs: 2250, ConvergedMs: 3000,
-			APIReadyMs: 6000, Reconciles: 105, ReconcileAvgMs: 4, PlugCalls: 1, RSSMiB: 27, AnonMiB: 8},
+			APIReadyMs: 6000, Reconciles: 105, ReconcileAvgMs: 4, PlugCalls: 2, TouchCalls: 1, RSSMiB: 27, AnonMiB: 8},
 	}
 	expectContains(t, r.Markdown(),
 		"### A full node: 104 pods × 4 interfaces (BENCH_NODE_PODS=110, capped by the node), 500 NADs, 5000 pods of fake node "+BenchFakeNode+" (created in 61.0 s)\n",
@@ -149,7 +149,7 @@ func TestNodeMarkdown(t *testing.T) {
 		"| … time to ready (/readyz 200 from the new process) | 2.25 s (0.75 s after its start) |  |  | printed |",
 		"| … resync converged (every pod reconciled, queues idle) | 3.00 s |",
 		"| … pod Ready in the API (kubelet probe every 5 s) | 6.00 s |",
-		"| /delegate calls after the restart | 1 |  |  | 0 **MISSED** |",
+		"| /delegate calls after the restart: ADDs and successful DELs (all) | 1 (2) |  |  | 0 **MISSED** |",
 		"| reconciles after the restart / failures | 105 of 4.0 ms avg / 0 |",
 		"| RSS of the new process after the resync (RssAnon) | 27.0 MiB (8.0 MiB) |",
 		"³ from netplug's /metrics",
