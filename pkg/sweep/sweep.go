@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -47,7 +48,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 		exists[n.Name] = true
 	}
 	freed := 0
-	opts := metav1.ListOptions{Limit: 500}
+	opts := metav1.ListOptions{Limit: 500, FieldSelector: notOnNodes(nodes.Items)}
 	for {
 		pods, err := s.Kube.CoreV1().Pods("").List(ctx, opts)
 		if err != nil {
@@ -71,6 +72,24 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 		}
 		opts.Continue = pods.Continue
 	}
+}
+
+// maxSelectorNodes bounds the nodes the pod list's field selector names; a larger cluster lists
+// every pod (page by page) and filters here.
+const maxSelectorNodes = 100
+
+// notOnNodes is the field selector of the pods bound to none of nodes: the API server does the
+// filtering, so a sweep of a cluster of thousands of pods costs netplug a few bytes instead of
+// every pod object. "" (no selector) past maxSelectorNodes.
+func notOnNodes(nodes []corev1.Node) string {
+	if len(nodes) > maxSelectorNodes {
+		return ""
+	}
+	terms := []fields.Selector{fields.OneTermNotEqualSelector("spec.nodeName", "")}
+	for _, n := range nodes {
+		terms = append(terms, fields.OneTermNotEqualSelector("spec.nodeName", n.Name))
+	}
+	return fields.AndSelectors(terms...).String()
 }
 
 // Run sweeps every interval while this instance holds the Lease namespace/name, and returns

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/netplug/netplug/pkg/podwriter"
@@ -46,5 +47,28 @@ func TestSweepFreesOnlyPodsOfDeletedNodes(t *testing.T) {
 	}
 	if ev := <-rec.Events; !strings.Contains(ev, ReasonNodeGone) || !strings.Contains(ev, "gone") {
 		t.Fatalf("event %q", ev)
+	}
+}
+
+// The API server filters the pods: the list names every existing node (and the unscheduled) as
+// excluded; past maxSelectorNodes nodes the sweep lists everything and filters itself.
+func TestSweepListsOnlyPodsOfMissingNodes(t *testing.T) {
+	kube := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "b"}})
+	s := &Sweeper{Kube: kube, Writer: podwriter.NewWriter(kube, time.Second), Recorder: record.NewFakeRecorder(10)}
+	if _, err := s.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	for _, a := range kube.Actions() {
+		if l, ok := a.(k8stesting.ListAction); ok && a.GetResource().Resource == "pods" {
+			got = l.GetListRestrictions().Fields.String()
+		}
+	}
+	if got != "spec.nodeName!=,spec.nodeName!=a,spec.nodeName!=b" {
+		t.Fatalf("pod list field selector %q", got)
+	}
+	many := make([]corev1.Node, maxSelectorNodes+1)
+	if sel := notOnNodes(many); sel != "" {
+		t.Fatalf("selector for %d nodes: %q, want none", len(many), sel)
 	}
 }
