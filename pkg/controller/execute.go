@@ -31,47 +31,23 @@ type run struct {
 
 type doneEvent struct{ reason, message string }
 
-// pendingFinalizer is netplug's finalizer being added while the first ADDs run.
-type pendingFinalizer chan finalizerResult
-
-type finalizerResult struct {
-	pod *corev1.Pod
-	err error
-}
-
-// addFinalizer starts adding the finalizer when the pod is to hold a hot-plugged interface and
-// lacks it: Multus's DEL needs the pod object, so the pod must not go before netplug has
-// released what it plugs. It runs beside the first ADDs rather than before them: a graceful
-// deletion keeps the pod for its grace period, far longer than the patch takes, so only a
-// forced deletion landing within the patch's few milliseconds could slip by, and the patch no
-// longer adds its round trip to every first plug. nil when nothing is to be added.
-func (c *Controller) addFinalizer(ctx context.Context, obs *observation, plan attachment.Plan) pendingFinalizer {
+// ensureFinalizer adds netplug's finalizer before the first ADD when the pod is to hold a
+// hot-plugged interface and lacks it: Multus's DEL needs the pod object, so the pod must not go
+// before netplug has released what it plugs. (Patched beside the ADDs instead, a patch refused
+// while the API server restarted left interfaces without it; the soak found one that outlived
+// its pod.) false: nothing may be plugged until it is written.
+func (c *Controller) ensureFinalizer(ctx context.Context, obs *observation, plan attachment.Plan, r *run) bool {
 	if podwriter.HasFinalizer(obs.pod) || (len(plan.Adds)+len(plan.Replugs) == 0 && !holdsHotplug(obs.current)) {
-		return nil
+		return true
 	}
-	pending := make(pendingFinalizer, 1)
-	pod := obs.pod
-	go func() {
-		written, err := c.writer.AddFinalizer(ctx, pod)
-		pending <- finalizerResult{written, err}
-	}()
-	return pending
-}
-
-// wait takes the finalizer's outcome before the commit: the status patch is guarded by the
-// resourceVersion the finalizer's patch returned. A failure is retried with the next reconcile
-// (the records hold hot-plugged interfaces, so it adds the finalizer again).
-func (p pendingFinalizer) wait(c *Controller, obs *observation, r *run) {
-	if p == nil {
-		return
+	pod, err := c.writer.AddFinalizer(ctx, obs.pod)
+	if err != nil {
+		c.warn(obs.pod, ReasonStatusWriteFailed, "adding netplug's finalizer: %v; nothing is plugged until it can be written", err)
+		r.failed = append(r.failed, err.Error())
+		return false
 	}
-	res := <-p
-	if res.err != nil {
-		c.warn(obs.pod, ReasonStatusWriteFailed, "adding netplug's finalizer: %v; retried", res.err)
-		r.failed = append(r.failed, res.err.Error())
-		return
-	}
-	obs.pod = res.pod
+	obs.pod = pod
+	return true
 }
 
 // execute carries out the plan through the executor: old sandboxes' records first, then
@@ -82,8 +58,9 @@ func (c *Controller) execute(ctx context.Context, obs *observation, plan attachm
 	for _, ref := range plan.Refused {
 		c.warn(obs.pod, ref.Reason, "%s as %s: %s; nothing was called", ref.Attachment.NetworkName(), ref.Attachment.Interface, ref.Message)
 	}
-	finalizer := c.addFinalizer(ctx, obs, plan)
-	defer finalizer.wait(c, obs, r)
+	if !c.ensureFinalizer(ctx, obs, plan, r) {
+		plan.Adds, plan.Replugs = nil, nil
+	}
 	deadline := c.opts.Now().Add(c.opts.ReconcileBudget)
 	inBudget := func() bool {
 		if c.opts.Now().After(deadline) {

@@ -21,12 +21,13 @@ import (
 // bounded: FinalizerTimeout after the pod's deletion deadline the finalizer goes anyway, with a
 // Warning, and the node-local records stay for a later clean-up.
 func (c *Controller) releaseTerminating(ctx context.Context, pod *corev1.Pod) error {
-	if !podwriter.HasFinalizer(pod) {
-		return nil
-	}
-	// network-status of a terminating pod is not rewritten: it goes with the pod.
+	// network-status of a terminating pod is not rewritten: it goes with the pod. Records without
+	// the finalizer (it could not be written) are released all the same while the pod is there.
 	if _, err := c.releasePod(ctx, pod); err != nil {
 		return err
+	}
+	if !podwriter.HasFinalizer(pod) {
+		return nil
 	}
 	return c.writer.RemoveFinalizer(ctx, pod)
 }

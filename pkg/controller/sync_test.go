@@ -812,9 +812,9 @@ func TestCreationSelectionsSurviveARestart(t *testing.T) {
 	}
 }
 
-// The finalizer is patched beside the first ADD, not before it; a finalizer patch that fails is
-// retried by the next reconcile, which has nothing left to plug but holds a hot-plug.
-func TestSyncFinalizerRunsBesideTheFirstAddAndIsRetried(t *testing.T) {
+// The finalizer is written before the first ADD; a refused finalizer patch plugs nothing, and
+// the next reconcile adds it and plugs.
+func TestSyncFinalizerBeforeTheFirstAddAndIsRetried(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "a@net1")}, nads("ns/a"))
 	refused := false
@@ -828,12 +828,12 @@ func TestSyncFinalizerRunsBesideTheFirstAddAndIsRetried(t *testing.T) {
 	if err := f.sync("ns", "p"); err == nil {
 		t.Fatal("a refused finalizer patch is not reported")
 	}
-	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"ADD ns/p net1 a"}) || podwriter.HasFinalizer(f.pod("ns", "p")) {
-		t.Fatalf("calls %v, finalizers %v", calls, f.pod("ns", "p").Finalizers)
+	if calls := f.delegate.callLog(); len(calls) != 0 || len(f.records("uid-p")) != 0 {
+		t.Fatalf("calls %v, records %v: nothing may be plugged without the finalizer", calls, f.records("uid-p"))
 	}
 	f.mustSync("ns", "p")
-	if !podwriter.HasFinalizer(f.pod("ns", "p")) || len(f.delegate.callLog()) != 1 {
-		t.Fatalf("finalizers %v, calls %v: the retry must add the finalizer and call nothing", f.pod("ns", "p").Finalizers, f.delegate.callLog())
+	if !podwriter.HasFinalizer(f.pod("ns", "p")) || !slices.Equal(f.delegate.callLog(), []string{"ADD ns/p net1 a"}) {
+		t.Fatalf("finalizers %v, calls %v", f.pod("ns", "p").Finalizers, f.delegate.callLog())
 	}
 	if ev := f.events(); !hasEvent(ev, "Warning", ReasonStatusWriteFailed, "finalizer") {
 		t.Fatalf("events %v", ev)
@@ -862,5 +862,26 @@ func TestSyncOneEventPerKindOfChange(t *testing.T) {
 	got := groupDone(append(many, doneEvent{ReasonPlugged, "plugged x"}))
 	if len(got) != 2 || !strings.HasSuffix(got[0].message, "; and 3 more") || got[1].message != "plugged x" {
 		t.Fatalf("grouped %+v", got)
+	}
+}
+
+// A terminating pod whose records have no finalizer beside them (it could not be written) is
+// released all the same, while its sandbox and pod object are still there.
+func TestSyncReleasesATerminatingPodWithoutTheFinalizer(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, []*corev1.Pod{runningPod("ns", "p", "")}, nads("ns/a"))
+	sb := sandboxFor("uid-p")
+	rec := checkpoint.Entry{PodNamespace: "ns", PodName: "p", PodUID: "uid-p", SandboxID: sb.ID, NetNS: sb.NetNS,
+		Namespace: "ns", Network: "a", Interface: "net1", Config: []byte(`{"name":"a"}`), InFlight: checkpoint.InFlightAdd}
+	if err := f.store.Save(rec); err != nil {
+		t.Fatal(err)
+	}
+	f.runtime.mu.Lock()
+	delete(f.runtime.sandboxes, "uid-p") // the sandbox has stopped
+	f.runtime.mu.Unlock()
+	f.update("ns", "p", func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{Time: f.now} })
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"DEL ns/p net1 a"}) || len(f.records("uid-p")) != 0 {
+		t.Fatalf("calls %v, records %v", calls, f.records("uid-p"))
 	}
 }

@@ -62,14 +62,16 @@ var (
 )
 
 // Is maps the daemon's words onto the errors above. Multus v4 says "validateIfName: interface
-// name net1 already exists" (checked before any plugin runs) and "pod not found during Multus
-// GetPod".
+// name net1 already exists" (checked before any plugin runs), "pod not found during Multus
+// GetPod", and "expected pod UID X but got Y from Kube API" (the pod was replaced).
 func (e *DaemonError) Is(target error) bool {
 	switch target {
 	case ErrInterfaceExists:
 		return strings.Contains(e.Message, "validateIfName: interface name") && strings.Contains(e.Message, "already exists")
 	case ErrPodNotFound:
-		return strings.Contains(e.Message, "pod not found during Multus GetPod")
+		// Also a pod of the same name made since: Multus finds it, and refuses its UID.
+		return strings.Contains(e.Message, "pod not found during Multus GetPod") ||
+			(strings.Contains(e.Message, "expected pod UID") && strings.Contains(e.Message, "from Kube API"))
 	case ErrDeviceGone:
 		// host-device's moveLinkOut: failed to find "net1": Link not found
 		return strings.Contains(e.Message, `"host-device"`) && strings.Contains(e.Message, "failed to find") &&

@@ -259,6 +259,13 @@ func TestDaemonErrors(t *testing.T) {
 			wantIs:   ErrPodNotFound,
 		},
 		{
+			name:     "pod replaced by one of the same name (the daemon's words, from the soak)",
+			status:   http.StatusBadRequest,
+			body:     `ERRORED: Multus: [ns/p/25db2d04]: expected pod UID "25db2d04" but got "32ff6faa" from Kube API`,
+			wantText: `ERRORED: Multus: [ns/p/25db2d04]: expected pod UID "25db2d04" but got "32ff6faa" from Kube API`,
+			wantIs:   ErrPodNotFound,
+		},
+		{
 			name:     "host-device DEL of a link no longer in the pod (the daemon's words, from the e2e cluster)",
 			status:   http.StatusBadRequest,
 			body:     `ERRORED: DelegateDel: error invoking DelegateDel - "host-device": error in getting result from DelNetwork: failed to find "npdev21": Link not found`,
