@@ -533,3 +533,44 @@ func TestPreparedClaimsSurviveARestart(t *testing.T) {
 		t.Fatalf("prepare again: %v", r.Err)
 	}
 }
+
+// The annotation path's pool NICs (a hot-plugged one, one moved in at start) go back to the host
+// and the pool when their sandbox stops, before the runtime destroys its netns; claims are
+// released as before, and other records are left to the controller.
+func TestStopPodSandboxReturnsTheAnnotationPathsNICs(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.pools.States[vethPool].Reserve("ns/p:net1", nil); err != nil {
+		t.Fatal(err)
+	}
+	reserved, _ := f.pools.States[vethPool].Devices()
+	var id string
+	for _, d := range reserved {
+		if !d.Healthy {
+			id = d.ID
+		}
+	}
+	base := checkpoint.Entry{PodNamespace: "ns", PodName: "p", PodUID: "uid-p", SandboxID: "sb1", NetNS: "/var/run/netns/sb1",
+		Namespace: "ns", Config: []byte(`{"cniVersion":"0.4.0","name":"hd","type":"host-device"}`)}
+	hot, bridge := base, base
+	hot.Network, hot.Interface, hot.Origin = "hd", "net1", checkpoint.OriginAnnotation
+	hot.Device = &checkpoint.Device{Pool: vethPool, ID: id, Interface: id, HostAddresses: []string{"10.219.0.9/24"}}
+	bridge.Network, bridge.Interface, bridge.Origin, bridge.Config = "br", "net2", checkpoint.OriginAnnotation, []byte(`{"name":"br"}`)
+	for _, e := range []checkpoint.Entry{hot, bridge} {
+		if err := f.store.Save(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.hook.StopPodSandbox(ctx, sandbox("sb1")); err != nil {
+		t.Fatal(err)
+	}
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"DEL net1 hd"}) {
+		t.Fatalf("calls %v: only the NIC goes back here", calls)
+	}
+	if recs := f.records("uid-p"); len(recs) != 1 || recs[0].Interface != "net2" {
+		t.Fatalf("records %+v", recs)
+	}
+	if !health(t, f.pools, vethPool, id) || !slices.Equal(f.host.restored, []string{id + " 10.219.0.9/24"}) {
+		t.Fatalf("%s not back in the pool with its address (restored %v)", id, f.host.restored)
+	}
+}

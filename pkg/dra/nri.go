@@ -210,7 +210,38 @@ func (h *Hook) runPodSandbox(ctx context.Context, pod *api.PodSandbox) error {
 
 // StopPodSandbox DELs the claim interfaces of the sandbox, with the config they were plugged with.
 func (h *Hook) StopPodSandbox(ctx context.Context, pod *api.PodSandbox) error {
+	h.releaseDevices(ctx, pod)
 	return h.release(ctx, pod.GetUid(), func(e checkpoint.Entry) bool { return e.SandboxID == pod.GetId() })
+}
+
+// releaseDevices returns the pool NICs the annotation path moved into the stopping sandbox
+// (hot-plugged, or allocated by the kubelet and moved in at start) before the runtime destroys
+// its netns, which would destroy a veth and leave a physical NIC nameless in the host's: the
+// controller's release of a terminating pod races the kubelet, this hook does not. A failure is
+// only logged: the controller's release retries it.
+func (h *Hook) releaseDevices(ctx context.Context, pod *api.PodSandbox) {
+	listing, err := h.Records.List(pod.GetUid())
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Listing the records of a stopping sandbox", "pod", pod.GetNamespace()+"/"+pod.GetName())
+		return
+	}
+	for _, e := range listing.Entries {
+		if e.Origin == checkpoint.OriginClaim || e.SandboxID != pod.GetId() || (e.Device == nil && e.Origin != checkpoint.OriginDevice) {
+			continue
+		}
+		if o := h.Exec.Release(ctx, e); !o.OK() {
+			klog.FromContext(ctx).Error(o.Failure, "Returning a pool NIC from a stopping sandbox", "pod", e.PodNamespace+"/"+e.PodName, "interface", e.Interface)
+			continue
+		}
+		if h.Pools != nil {
+			if e.Device != nil {
+				h.Pools.Unreserve(e.Device.Pool, e.Device.ID)
+			} else {
+				h.Pools.MarkInPod(e.Namespace+"/"+e.Network, e.Interface, false)
+			}
+		}
+		klog.FromContext(ctx).Info("Returned a pool NIC from a stopping sandbox", "pod", e.PodNamespace+"/"+e.PodName, "interface", e.Interface)
+	}
 }
 
 // RemovePodSandbox releases what StopPodSandbox could not (idempotent: nothing is left normally).
