@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"strings"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -54,7 +55,7 @@ func (c *Controller) observeDevices(ctx context.Context, obs *observation) error
 			continue
 		}
 		obs.nics[n.Device.Interface] = n
-		ns, name, _ := cutResource(n.Pool.ResourceName)
+		ns, name, _ := strings.Cut(n.Pool.ResourceName, "/")
 		obs.devices = append(obs.devices, attachment.Attachment{Namespace: ns, Network: name, Interface: n.Device.Interface,
 			Index: -1, Source: attachment.SourceDevice, AttributesKnown: true, Confirmed: true})
 		for _, e := range obs.current {
@@ -64,15 +65,6 @@ func (c *Controller) observeDevices(ctx context.Context, obs *observation) error
 		}
 	}
 	return nil
-}
-
-func cutResource(resource string) (string, string, bool) {
-	for i := 0; i < len(resource); i++ {
-		if resource[i] == '/' {
-			return resource[:i], resource[i+1:], true
-		}
-	}
-	return "", resource, false
 }
 
 // deviceConfig is the generated host-device config of a device-backed attachment.

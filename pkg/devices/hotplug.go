@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -34,14 +34,7 @@ type Reservation struct {
 func (s *State) Reserve(owner string, allocated map[string]bool) (Device, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ids := slices.Sorted(func(yield func(string) bool) {
-		for id := range s.devices {
-			if !yield(id) {
-				return
-			}
-		}
-	})
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(s.devices)) {
 		d := s.devices[id]
 		if !d.Healthy || d.Interface == "" || s.reserved[id] != "" || s.inPod[d.Interface] || allocated[id] ||
 			s.now().Sub(s.allocatedAt[id]) < allocateGrace {
@@ -188,5 +181,5 @@ func InjectDevice(config []byte, d Device) ([]byte, error) {
 
 // Owner names the holder of a hot-plugged device in logs and errors.
 func Owner(podNamespace, podName, iface string) string {
-	return strings.Join([]string{podNamespace, podName}, "/") + ":" + iface
+	return podNamespace + "/" + podName + ":" + iface
 }

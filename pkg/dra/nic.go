@@ -3,6 +3,7 @@ package dra
 import (
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -89,7 +90,7 @@ func publishedNICs(ctx context.Context, pools *devices.Source) map[string]nicEnt
 			klog.FromContext(ctx).V(2).Info("PodResources did not answer; the slice lists the pools' devices without it", "err", err)
 		}
 	}
-	for _, resource := range slices.Sorted(mapsKeys(pools.States)) {
+	for _, resource := range slices.Sorted(maps.Keys(pools.States)) {
 		st := pools.States[resource]
 		if st.Pool.Kind() != devices.KindNIC {
 			continue
@@ -122,16 +123,6 @@ func hasNICDevices(pools *devices.Source) bool {
 	return false
 }
 
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // nicDevice is the slice's entry of a pool device. Attributes use dranet's names where they mean
 // the same: ifName (the host link), pciAddress (a PCI NIC), virtual (no PCI device behind it:
 // a veth); and pool (the pool's resource name) and type "nic".
@@ -152,7 +143,7 @@ func nicDevice(name string, e nicEntry) resourceapi.Device {
 func NICDevices(ctx context.Context, pools *devices.Source) []resourceapi.Device {
 	nics := publishedNICs(ctx, pools)
 	out := make([]resourceapi.Device, 0, len(nics))
-	for _, name := range slices.Sorted(mapsKeys(nics)) {
+	for _, name := range slices.Sorted(maps.Keys(nics)) {
 		out = append(out, nicDevice(name, nics[name]))
 	}
 	return out
