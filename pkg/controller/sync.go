@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,7 +121,8 @@ func (c *Controller) observe(ctx context.Context, pod *corev1.Pod) (*observation
 	for _, p := range sel.Problems {
 		c.warn(pod, p.Reason, "%s; nothing attached is removed until it is fixed", p.Error())
 	}
-	if len(entries) == 0 && len(sel.Attachments) == 0 && len(sel.AtCreation) == 0 && !podwriter.HasFinalizer(pod) && !c.wantsDevices(pod) {
+	if len(entries) == 0 && len(sel.Attachments) == 0 && len(sel.AtCreation) == 0 && !listsSecondary(status) &&
+		!podwriter.HasFinalizer(pod) && !c.wantsDevices(pod) {
 		c.setAttached(pod.UID, 0)
 		return nil, nil // the common case costs no I/O beyond one directory read
 	}
@@ -129,10 +132,11 @@ func (c *Controller) observe(ctx context.Context, pod *corev1.Pod) (*observation
 		logger.V(2).Info("Waiting for the pod to run", "phase", pod.Status.Phase)
 		return nil, nil // the pod's transition to Running enqueues it again
 	}
-	sb, err := c.sandbox(ctx, pod)
+	sb, createdWith, err := c.sandbox(ctx, pod)
 	if err != nil || sb == nil {
 		return nil, err
 	}
+	sel.AtCreation = askedAtCreation(sel.AtCreation, createdWith, pod.Namespace, c.opts.MaxNetworksPerPod)
 	obs := &observation{pod: pod, selection: sel, status: status, sandbox: *sb}
 	for _, e := range entries {
 		if e.Origin == checkpoint.OriginClaim {
@@ -186,23 +190,48 @@ func (c *Controller) listRecords(pod *corev1.Pod) ([]checkpoint.Entry, error) {
 	return listing.Entries, nil
 }
 
-// sandbox finds the pod's READY sandbox; nil with a nil error means nothing is to be done.
-func (c *Controller) sandbox(ctx context.Context, pod *corev1.Pod) (*executor.Sandbox, error) {
+// listsSecondary says whether network-status lists an interface besides the default network's:
+// one Multus attached at creation may be the pod's to remove (see askedAtCreation).
+func listsSecondary(status []nadv1.NetworkStatus) bool {
+	return slices.ContainsFunc(status, func(st nadv1.NetworkStatus) bool { return !st.Default })
+}
+
+// askedAtCreation adds to known the networks the pod's selection listed when kubelet created its
+// sandbox (the runtime keeps the pod's annotations of that moment): Multus attached those because
+// the pod asked for them, so they are the pod's to remove. The informer's view alone misses them
+// when the pod was created and edited while netplug was down (the soak found such an interface
+// kept). known is never modified: it is the creation cache's own map.
+func askedAtCreation(known map[string]bool, sandboxAnnotations map[string]string, namespace string, maxElements int) map[string]bool {
+	sel, err := attachment.ParseSelectionWithin(sandboxAnnotations[nadv1.NetworkAttachmentAnnot], namespace, maxElements)
+	if err != nil || len(sel.Attachments) == 0 {
+		return known
+	}
+	merged := make(map[string]bool, len(known)+len(sel.Attachments))
+	maps.Copy(merged, known)
+	for _, a := range sel.Attachments {
+		merged[a.NetworkName()] = true
+	}
+	return merged
+}
+
+// sandbox finds the pod's READY sandbox and the annotations kubelet created it with; nil with a
+// nil error means nothing is to be done.
+func (c *Controller) sandbox(ctx context.Context, pod *corev1.Pod) (*executor.Sandbox, map[string]string, error) {
 	sandboxCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	sb, err := c.runtime.PodSandbox(sandboxCtx, string(pod.UID))
 	cancel()
 	switch {
 	case errors.Is(err, cri.ErrNoReadySandbox):
-		return nil, requeueError{reason: "pod has no ready sandbox yet"}
+		return nil, nil, requeueError{reason: "pod has no ready sandbox yet"}
 	case errors.Is(err, cri.ErrHostNetwork):
 		c.warn(pod, ReasonHostNetwork, "pod sandbox uses the host network: secondary networks cannot be plugged into it")
-		return nil, nil
+		return nil, nil, nil
 	case err != nil:
 		c.warn(pod, ReasonSandboxLookup, "finding the pod's network namespace: %v", err)
-		return nil, err
+		return nil, nil, err
 	}
 	return &executor.Sandbox{PodNamespace: pod.Namespace, PodName: pod.Name, PodUID: string(pod.UID),
-		ID: sb.ID, NetNS: sb.NetNS}, nil
+		ID: sb.ID, NetNS: sb.NetNS}, sb.Annotations, nil
 }
 
 func records(entries []checkpoint.Entry) []attachment.Record {

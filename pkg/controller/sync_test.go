@@ -790,6 +790,51 @@ func TestSyncRemovesWhatThePodAskedMultusForAtCreation(t *testing.T) {
 	}
 }
 
+// A pod created and edited while netplug was down: netplug never saw what it asked Multus for,
+// but the sandbox kept the annotations kubelet created it with. What they select is the pod's to
+// remove; what they do not (a Multus default network, another writer's) stays. Found by the
+// soak: an unnamed interface kept after a pod was re-created during a netplug restart.
+func TestSyncRemovesWhatTheSandboxWasCreatedWith(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name, createdWith string
+		want              []string
+	}{
+		{"selected at creation", "a,b@net2", []string{"DEL ns/p net1 a"}},
+		{"selected at creation, in the JSON form", `[{"name":"a"}]`, []string{"DEL ns/p net1 a"}},
+		{"not selected at creation", "b@net2", nil},
+		{"no selection at creation", "", nil},
+		{"a malformed selection at creation", "[{", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			pod := runningPod("ns", "p", "b@net2")
+			pod.Annotations[nadv1.NetworkStatusAnnot] = "[" + podnetStatus +
+				`,{"name":"ns/a","interface":"net1"},{"name":"ns/b","interface":"net2"}]`
+			f := newFixture(t, []*corev1.Pod{pod}, nads("ns/a", "ns/b"))
+			sb := sandboxFor(pod.UID)
+			sb.Annotations = map[string]string{nadv1.NetworkAttachmentAnnot: tt.createdWith}
+			f.runtime.set(string(pod.UID), sb)
+			f.mustSync("ns", "p")
+			if calls := f.delegate.callLog(); !slices.Equal(calls, tt.want) {
+				t.Fatalf("calls %v, want %v", calls, tt.want)
+			}
+		})
+	}
+	// An edit to an empty selection: the pod has no record and asks for nothing, but
+	// network-status still lists what it asked for at creation.
+	pod := runningPod("ns", "p", "")
+	pod.Annotations[nadv1.NetworkStatusAnnot] = "[" + podnetStatus + `,{"name":"ns/a","interface":"net1"}]`
+	f := newFixture(t, []*corev1.Pod{pod}, nads("ns/a"))
+	sb := sandboxFor(pod.UID)
+	sb.Annotations = map[string]string{nadv1.NetworkAttachmentAnnot: "a"}
+	f.runtime.set(string(pod.UID), sb)
+	f.mustSync("ns", "p")
+	if calls := f.delegate.callLog(); !slices.Equal(calls, []string{"DEL ns/p net1 a"}) {
+		t.Fatalf("emptied selection: calls %v", calls)
+	}
+}
+
 // What a pod asked Multus for at creation survives a netplug restart (the soak found pods
 // created just before a restart and edited just after it keeping those interfaces).
 func TestCreationSelectionsSurviveARestart(t *testing.T) {

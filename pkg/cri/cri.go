@@ -28,6 +28,10 @@ const maxMessageSize = 16 << 20
 type Sandbox struct {
 	ID    string // sandbox (pod infra container) ID, CNI_CONTAINERID
 	NetNS string // path of the sandbox's network namespace, CNI_NETNS
+	// Annotations are the pod's annotations as kubelet passed them when it created the sandbox
+	// (the runtime keeps them unaltered, per CRI): what the pod asked for at its creation, known
+	// even to a netplug that was not running then.
+	Annotations map[string]string
 }
 
 var (
@@ -102,13 +106,14 @@ func (c *Client) PodSandbox(ctx context.Context, podUID string) (Sandbox, error)
 	}
 	logger := klog.FromContext(ctx).WithValues("podUID", podUID)
 
-	id, err := c.readySandboxID(ctx, podUID)
+	ready, err := c.readySandbox(ctx, podUID)
 	if err != nil {
 		return Sandbox{}, err
 	}
+	id := ready.GetId()
 	logger = logger.WithValues("sandbox", id)
 	if netns, ok := c.cachedNetNS(id); ok {
-		return Sandbox{ID: id, NetNS: netns}, nil
+		return Sandbox{ID: id, NetNS: netns, Annotations: ready.GetAnnotations()}, nil
 	}
 
 	netns, err := c.sandboxNetNS(ctx, id)
@@ -123,7 +128,7 @@ func (c *Client) PodSandbox(ctx context.Context, podUID string) (Sandbox, error)
 	}
 	logger.V(5).Info("Resolved pod sandbox", "netns", netns)
 	c.cacheNetNS(id, netns)
-	return Sandbox{ID: id, NetNS: netns}, nil
+	return Sandbox{ID: id, NetNS: netns, Annotations: ready.GetAnnotations()}, nil
 }
 
 func (c *Client) cachedNetNS(id string) (string, bool) {
@@ -142,9 +147,9 @@ func (c *Client) cacheNetNS(id, netns string) {
 	c.netns[id] = netns
 }
 
-// readySandboxID lists the pod's READY sandboxes and picks the newest: a pod whose sandbox was
+// readySandbox lists the pod's READY sandboxes and picks the newest: a pod whose sandbox was
 // recreated briefly has two, and the old one is about to go.
-func (c *Client) readySandboxID(ctx context.Context, podUID string) (string, error) {
+func (c *Client) readySandbox(ctx context.Context, podUID string) (*runtimeapi.PodSandbox, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	resp, err := c.runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
@@ -154,7 +159,7 @@ func (c *Client) readySandboxID(ctx context.Context, podUID string) (string, err
 		},
 	})
 	if err != nil {
-		return "", fmt.Errorf("CRI ListPodSandbox for pod %s: %w", podUID, err)
+		return nil, fmt.Errorf("CRI ListPodSandbox for pod %s: %w", podUID, err)
 	}
 	var newest *runtimeapi.PodSandbox
 	for _, sb := range resp.GetItems() {
@@ -168,9 +173,9 @@ func (c *Client) readySandboxID(ctx context.Context, podUID string) (string, err
 		}
 	}
 	if newest == nil {
-		return "", fmt.Errorf("pod %s: %w", podUID, ErrNoReadySandbox)
+		return nil, fmt.Errorf("pod %s: %w", podUID, ErrNoReadySandbox)
 	}
-	return newest.GetId(), nil
+	return newest, nil
 }
 
 // errNoSpec marks verbose info without a runtime spec, so another source can be tried.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -361,7 +362,7 @@ func TestPodSandbox(t *testing.T) {
 				}
 			case err != nil:
 				t.Fatalf("PodSandbox: %v", err)
-			case got != tt.want:
+			case !reflect.DeepEqual(got, tt.want):
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
 		})
@@ -462,5 +463,23 @@ func TestPodSandboxCachesTheNetNSPerSandbox(t *testing.T) {
 	}
 	if n := fake.statusCalls.Load(); n != 2 {
 		t.Fatalf("%d status calls, want 2", n)
+	}
+}
+
+// The sandbox's annotations (what kubelet created it with) come with it, from the list call,
+// whether its netns was cached or not.
+func TestPodSandboxCarriesItsAnnotations(t *testing.T) {
+	ready := sandbox("sb1", runtimeapi.PodSandboxState_SANDBOX_READY, 10, podUID)
+	ready.Annotations = map[string]string{"k8s.v1.cni.cncf.io/networks": "a,b@net2"}
+	fake := &fakeRuntime{
+		sandboxes: []*runtimeapi.PodSandbox{ready},
+		info:      map[string]string{"sb1": containerdInfo("/var/run/netns/cni-1")},
+	}
+	c := serve(t, fake, 5*time.Second)
+	for i := range 2 { // the second call is served from the netns cache
+		sb, err := c.PodSandbox(context.Background(), podUID)
+		if err != nil || sb.Annotations["k8s.v1.cni.cncf.io/networks"] != "a,b@net2" {
+			t.Fatalf("call %d: PodSandbox = %+v, %v", i, sb, err)
+		}
 	}
 }
