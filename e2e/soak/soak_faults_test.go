@@ -147,6 +147,9 @@ func (s *soak) borrowPluggedPod(ctx context.Context) (*soakPod, error) {
 	if err == nil {
 		err = s.waitConverged(ctx, p)
 	}
+	if err == nil {
+		err = s.waitDevicesReturned(ctx, p)
+	}
 	if err != nil {
 		p.mu.Unlock()
 		return nil, err

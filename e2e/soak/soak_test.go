@@ -523,6 +523,9 @@ func (s *soak) recreatePod(ctx context.Context, p *soakPod) error {
 			return err
 		}
 	}
+	if err := s.waitDevicesReturned(ctx, p); err != nil {
+		return err
+	}
 	if err := s.deletePod(ctx, p); err != nil {
 		return err
 	}
@@ -531,6 +534,28 @@ func (s *soak) recreatePod(ctx context.Context, p *soakPod) error {
 	}
 	s.recreations.Add(1)
 	return s.createPod(ctx, p)
+}
+
+// waitDevicesReturned waits until netplug holds no pool device for the pod: no record of the pod
+// names one. Convergence alone can pass while a reconcile of an older selection still has a
+// device's ADD in flight (its record is written before the ADD), and a pod deleted then, with the
+// Multus daemon down for a fault, takes the device with its sandbox: netplug can return a device
+// only through Multus (README, limitations).
+func (s *soak) waitDevicesReturned(ctx context.Context, p *soakPod) error {
+	dir := filepath.Join(s.Env.ClusterDir, "netplug", "checkpoints", string(p.uid))
+	return s.poll(ctx, soakConverge, func(context.Context) (bool, string) {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+		for _, f := range files {
+			var rec struct {
+				Interface string           `json:"interface"`
+				Device    *json.RawMessage `json:"device"`
+			}
+			if raw, err := os.ReadFile(f); err == nil && json.Unmarshal(raw, &rec) == nil && rec.Device != nil {
+				return false, fmt.Sprintf("netplug still holds a pool device for pod %s as %s", p.name, rec.Interface)
+			}
+		}
+		return true, ""
+	})
 }
 
 func (s *soak) deletePod(ctx context.Context, p *soakPod) error {
