@@ -867,6 +867,58 @@ func (f *Framework) RestartNetplug(ctx context.Context) error {
 	return nil
 }
 
+// PausedLabel is the node label netplug's DaemonSet is made to require (no node has it) to take
+// netplug off the node.
+const PausedLabel = "netplug.io/e2e-paused"
+
+// PauseNetplug takes netplug off the node and waits until no netplug pod is left: what the node
+// does meanwhile (pods created, edited, deleted) happens with nobody watching for netplug.
+// ResumeNetplug brings it back.
+func (f *Framework) PauseNetplug(ctx context.Context) error {
+	if err := f.setNetplugNodeSelector(ctx, fmt.Sprintf(`{%q:"true"}`, PausedLabel)); err != nil {
+		return err
+	}
+	why, err := Poll(ctx, PollInterval, 2*time.Minute, func(ctx context.Context) (bool, string) {
+		list, err := f.Kube.CoreV1().Pods(NetplugNamespace).List(ctx, metav1.ListOptions{LabelSelector: NetplugSelector})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(list.Items) == 0, fmt.Sprintf("%d netplug pods left", len(list.Items))
+	})
+	if err != nil {
+		return fmt.Errorf("netplug did not go away: %s: %w", why, err)
+	}
+	return nil
+}
+
+// ResumeNetplug undoes PauseNetplug and waits until netplug's new pod is Ready.
+func (f *Framework) ResumeNetplug(ctx context.Context) error {
+	if err := f.setNetplugNodeSelector(ctx, "null"); err != nil {
+		return err
+	}
+	_, err := f.WaitNetplugReady(ctx, "", -1)
+	return err
+}
+
+// NetplugPaused says whether PauseNetplug's node selector is on the DaemonSet (a run that ended
+// while netplug was away).
+func (f *Framework) NetplugPaused(ctx context.Context) (bool, error) {
+	ds, err := f.Kube.AppsV1().DaemonSets(NetplugNamespace).Get(ctx, NetplugDaemonSet, metav1.GetOptions{})
+	if err != nil {
+		return false, err
+	}
+	return ds.Spec.Template.Spec.NodeSelector[PausedLabel] != "", nil
+}
+
+func (f *Framework) setNetplugNodeSelector(ctx context.Context, selector string) error {
+	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"nodeSelector":%s}}}}`, selector)
+	if _, err := f.Kube.AppsV1().DaemonSets(NetplugNamespace).Patch(ctx, NetplugDaemonSet, types.StrategicMergePatchType,
+		[]byte(patch), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("patching the netplug DaemonSet's node selector: %w", err)
+	}
+	return nil
+}
+
 func PodReady(pod *corev1.Pod) bool {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodReady {

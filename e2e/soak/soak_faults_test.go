@@ -250,17 +250,8 @@ func (s *soak) faultControllerDown(ctx context.Context) (string, error) {
 		return "", err
 	}
 	s.keepLogs(old)
-	if err := s.setDaemonSetNodeSelector(ctx, fmt.Sprintf(`{%q:"true"}`, soakPausedLabel)); err != nil {
+	if err := s.PauseNetplug(ctx); err != nil {
 		return "", err
-	}
-	if err := s.poll(ctx, 2*time.Minute, func(ctx context.Context) (bool, string) {
-		list, err := s.Kube.CoreV1().Pods(framework.NetplugNamespace).List(ctx, metav1.ListOptions{LabelSelector: framework.NetplugSelector})
-		if err != nil {
-			return false, err.Error()
-		}
-		return len(list.Items) == 0, fmt.Sprintf("%d netplug pods left", len(list.Items))
-	}); err != nil {
-		return "", fmt.Errorf("netplug did not go away: %w", err)
 	}
 	var heldBy string
 	detail, err := s.releaseWhileDown(ctx, p, func() error {
@@ -269,11 +260,7 @@ func (s *soak) faultControllerDown(ctx context.Context) (string, error) {
 		if err == nil && got.UID == p.uid {
 			heldBy = fmt.Sprintf("; it waited for netplug with finalizers %v", got.Finalizers)
 		}
-		if err := s.setDaemonSetNodeSelector(ctx, "null"); err != nil {
-			return err
-		}
-		_, err = s.WaitNetplugReady(ctx, old.UID, -1)
-		return err
+		return s.ResumeNetplug(ctx)
 	})
 	return "netplug taken off the node; " + detail + heldBy, err
 }
@@ -300,29 +287,15 @@ func (s *soak) keepLogs(pod *corev1.Pod) {
 	}()
 }
 
-func (s *soak) setDaemonSetNodeSelector(ctx context.Context, selector string) error {
-	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"nodeSelector":%s}}}}`, selector)
-	return s.retryAPI(ctx, "patching the netplug DaemonSet", func(ctx context.Context) error {
-		_, err := s.Kube.AppsV1().DaemonSets(framework.NetplugNamespace).Patch(ctx, framework.NetplugDaemonSet, types.StrategicMergePatchType,
-			[]byte(patch), metav1.PatchOptions{})
-		return err
-	})
-}
-
 // restoreDaemonSet undoes controller-down if the run ended in the middle of it.
 func (s *soak) restoreDaemonSet() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ds, err := s.Kube.AppsV1().DaemonSets(framework.NetplugNamespace).Get(ctx, framework.NetplugDaemonSet, metav1.GetOptions{})
-	if err != nil || ds.Spec.Template.Spec.NodeSelector[soakPausedLabel] == "" {
+	if paused, err := s.NetplugPaused(ctx); err != nil || !paused {
 		return
 	}
 	s.T.Logf("cleanup: bringing netplug back on the node")
-	if err := s.setDaemonSetNodeSelector(ctx, "null"); err != nil {
-		s.T.Errorf("cleanup: %v", err)
-		return
-	}
-	if _, err := s.WaitNetplugReady(ctx, "", -1); err != nil {
+	if err := s.ResumeNetplug(ctx); err != nil {
 		s.T.Errorf("cleanup: %v", err)
 	}
 }

@@ -79,8 +79,6 @@ const (
 	soakForeignNetwork = "soak-second-writer"
 	// soakFlatTolerance is how much goroutines and RSS may grow between warm-up and the end.
 	soakFlatTolerance = 0.10
-	// soakPausedLabel is the node label the DaemonSet is made to require to take netplug away.
-	soakPausedLabel = "netplug.io/soak-paused"
 )
 
 func soakParamsFromEnv() (report.SoakParams, error) {

@@ -43,6 +43,7 @@ func TestNetplug(t *testing.T) {
 		{"10-MultusDownDuringEdits", true, testMultusDownDuringEdits},
 		{"11-DeletedPodReleasesIPAM", false, testDeletedPodReleasesIPAM},
 		{"12-OtherNodePodIgnored", false, testOtherNodePodIgnored},
+		{"13-CreatedAndEditedWhileAway", true, testCreatedAndEditedWhileAway},
 	})
 }
 
@@ -573,4 +574,47 @@ func (s *scenario) deleteFakeNode(name string) {
 			s.T.Logf("cleanup: deleting pod %s/%s: %v", p.Namespace, p.Name, err)
 		}
 	}
+}
+
+// 13. A pod created and edited while netplug was off the node: netplug never saw what the pod
+// asked Multus for at creation, but the pod's sandbox kept the annotations kubelet created it
+// with. So what Multus attached for them is the pod's: the unnamed interface the edit dropped is
+// unplugged, and the name it gives another network is replugged (before the fix both stayed: net1
+// kept, "held" refused as a name in use). Found by the soak.
+func testCreatedAndEditedWhileAway(t *testing.T) {
+	s := newScenario(t, "away")
+	s.CreateBridgeNAD("wa", "np13a", "10.213.0.0/24")
+	s.CreateBridgeNAD("wb", "np13b", "10.213.1.0/24")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	t.Cleanup(func() { // the scenarios that follow need netplug on the node
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if paused, err := fw.NetplugPaused(ctx); err == nil && paused {
+			if err := fw.ResumeNetplug(ctx); err != nil {
+				t.Errorf("bringing netplug back: %v", err)
+			}
+		}
+	})
+	if err := fw.PauseNetplug(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pod := s.NewPod("p")
+	pod.Annotations = map[string]string{nadv1.NetworkAttachmentAnnot: "wa,wb@held"}
+	s.CreatePod(pod)
+	s.WaitRunning("p")
+	s.WaitAttached("p", "wa", "net1") // Multus's, at creation
+	s.WaitAttached("p", "wb", "held")
+	s.SetNetworks("p", "wa@held")
+	if err := fw.ResumeNetplug(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitDetached("p", "net1")
+	held := s.WaitAttached("p", "wa", "held")
+	running := s.WaitRunning("p")
+	s.WaitEvent(running, normal, "NetworkUnplugged", s.Ns+"/wa from net1")
+	s.WaitEvent(running, normal, "NetworkReplugged", s.Ns+"/wa as held")
+	s.ExpectLinkNames("p", "held")
+	s.WaitIPAM("wa", held.IP())
+	s.WaitIPAM("wb")
 }
