@@ -48,6 +48,9 @@ type BenchResult struct {
 	SingleUnplug *LatencyStats `json:"netplug_single_unplug,omitempty"`
 	SingleRawAdd *LatencyStats `json:"raw_single_add,omitempty"`
 	SingleRawDel *LatencyStats `json:"raw_single_del,omitempty"`
+	// SingleRawAddAfterPatch are raw ADDs each sent right after a patch of the pod, as netplug's
+	// ADD is: what the pod update's fan-out on the node costs the call itself.
+	SingleRawAddAfterPatch *LatencyStats `json:"raw_single_add_after_pod_patch,omitempty"`
 
 	BurstRatio             float64 `json:"burst_ratio_netplug_over_raw,omitempty"`
 	UnplugBurstRatio       float64 `json:"unplug_burst_ratio_netplug_over_raw,omitempty"`
@@ -283,6 +286,9 @@ func (r *BenchResult) Markdown() string {
 		row(fmt.Sprintf("single plug p50 (1 pod, 1 iface, %d×) ²", r.SinglePlug.Count), fmtP50(r.SinglePlug), fmtP50(r.SingleRawAdd), cmp, target)
 		row("single plug p50 / p95 / p99 / max", fmtStats(r.SinglePlug), fmtStats(r.SingleRawAdd), "", "")
 		row("single plug, netplug's own metrics", breakdown(r.SinglePlug, r.SinglePlugMetrics, "ADD"), "", "", "")
+		if r.SingleRawAddAfterPatch != nil {
+			row("raw ADD right after a patch of the pod †", "", fmtStats(r.SingleRawAddAfterPatch), "", "")
+		}
 	}
 	if r.SingleUnplug != nil {
 		cmp, target := deltaCells(r.SingleUnplug, r.SingleRawDel, r.SingleUnplugP50DeltaMs)
@@ -295,7 +301,8 @@ func (r *BenchResult) Markdown() string {
 	}
 	sb.WriteString("\n¹ netplug: from the pod's own patch until network-status lists all its interfaces and they are up in its netns. " +
 		"raw: from the burst's start until the pod's last /delegate call returned.\n" +
-		"² each rep starts on an idle netplug (work queue empty, nothing in flight); raw: the /delegate call alone.\n\n")
+		"² each rep starts on an idle netplug (work queue empty, nothing in flight); raw: the /delegate call alone.\n" +
+		"† the same call sent right after a patch of the pod, as netplug's ADD is (its user's patch and finalizer reach the kubelet, Multus and netplug first).\n\n")
 
 	if len(r.Phases) > 0 {
 		sb.WriteString("netplug-controller by phase (CPU from /proc/PID/stat, RSS sampled every 100 ms; VmHWM is the process's lifetime peak; " +

@@ -82,6 +82,7 @@ func TestBenchMarkdown(t *testing.T) {
 		SinglePlugMetrics: &MetricsDelta{Reconciles: 20, ReconcileAvgMs: 30, Adds: 10, AddAvgMs: 12, QueueWaitAvgMs: 1},
 		SingleUnplug:      &LatencyStats{Count: 10, P50Ms: 14}, SingleRawDel: &LatencyStats{Count: 10, P50Ms: 10},
 		SingleUnplugP50DeltaMs: 4,
+		SingleRawAddAfterPatch: &LatencyStats{Count: 10, P50Ms: 25, P95Ms: 30, P99Ms: 31, MaxMs: 31},
 		Notes:                  []string{"a note"},
 	}
 	r.AddPhase(&PhaseCost{Phase: "netplug plug burst 2x1", WallS: 1, CPUS: 0.5, Metrics: &MetricsDelta{Adds: 2, AddAvgMs: 3}})
@@ -92,6 +93,7 @@ func TestBenchMarkdown(t *testing.T) {
 		"| single plug p50 (1 pod, 1 iface, 10×) ² | 120.0 ms | 40.0 ms | +80.0 ms (3.00×) | ≤ raw + 5 ms **MISSED** |",
 		// 20 reconciles of 30 ms and 10 ADDs of 12 ms over 10 plugs.
 		"| single plug, netplug's own metrics | per op: 2.0 reconciles, 60.0 ms reconciling, ADD 12.0 ms (10 calls); queue wait 1.0 ms avg |",
+		"| raw ADD right after a patch of the pod † |  | 25 / 30 / 31 / 31 ms |  |  |",
 		"| single unplug p50 (10×) ² | 14.0 ms | 10.0 ms | +4.0 ms (1.40×) | ≤ raw + 5 ms ok |",
 		"| single unplug, netplug's own metrics | – |",
 		"| netplug CPU per plugged interface (burst) | 250.0 ms |",
