@@ -32,6 +32,7 @@ import (
 
 	"github.com/netplug/netplug/e2e/framework"
 	"github.com/netplug/netplug/e2e/report"
+	"github.com/netplug/netplug/pkg/checkpoint"
 )
 
 // TestSoak churns the network selections of a set of pods with random edits while faults hit
@@ -544,10 +545,7 @@ func (s *soak) waitDevicesReturned(ctx context.Context, p *soakPod) error {
 	return s.poll(ctx, soakConverge, func(context.Context) (bool, string) {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
 		for _, f := range files {
-			var rec struct {
-				Interface string           `json:"interface"`
-				Device    *json.RawMessage `json:"device"`
-			}
+			var rec checkpoint.Entry
 			if raw, err := os.ReadFile(f); err == nil && json.Unmarshal(raw, &rec) == nil && rec.Device != nil {
 				return false, fmt.Sprintf("netplug still holds a pool device for pod %s as %s", p.name, rec.Interface)
 			}

@@ -583,8 +583,8 @@ func (s *scenario) deleteFakeNode(name string) {
 // kept, "held" refused as a name in use). Found by the soak.
 func testCreatedAndEditedWhileAway(t *testing.T) {
 	s := newScenario(t, "away")
-	s.CreateBridgeNAD("wa", "np13a", "10.213.0.0/24")
-	s.CreateBridgeNAD("wb", "np13b", "10.213.1.0/24")
+	s.CreateBridgeNAD("wa", "np13a", "10.224.0.0/24")
+	s.CreateBridgeNAD("wb", "np13b", "10.224.1.0/24")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	t.Cleanup(func() { // the scenarios that follow need netplug on the node
